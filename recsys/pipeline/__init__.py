@@ -1,0 +1,1 @@
+"""The multi-stage recommender: stages composed from config."""
