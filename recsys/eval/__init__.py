@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, beyond-accuracy metrics, the Evaluator and its Lightning callback."""
