@@ -1,0 +1,108 @@
+"""Filtering (implicit threshold, k-core) and the three split protocols.
+
+All functions take and return interaction tables with the canonical columns
+``user_idx item_idx timestamp value``. Ordering within a user is always
+``(timestamp, item_idx)``, so ties in time are broken the same way on every
+run and machine.
+
+- ``leave_one_out``: per user, the last interaction is test and the second
+  last valid (SASRec, BERT4Rec, LlamaRec protocol). Users with fewer than 3
+  interactions keep everything in train.
+- ``temporal``: one global cut by timestamp quantiles; nothing in train is
+  later than anything in valid, nor valid later than test.
+- ``random_ratio``: a seeded random split of rows.
+
+Each returns a ``Split`` whose ``name`` is what ``load_split`` looks for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.schema import DataError, Split
+
+
+def implicit(inter: pd.DataFrame, threshold: float = 0.0) -> pd.DataFrame:
+    """Keep interactions with ``value >= threshold`` (e.g. 4 for "liked" on 1-5 stars)."""
+    return inter[inter["value"] >= threshold].reset_index(drop=True)
+
+
+def kcore(inter: pd.DataFrame, k: int = 5, item_k: int | None = None) -> pd.DataFrame:
+    """Iteratively drop users with < ``k`` and items with < ``item_k`` (default ``k``) interactions.
+
+    Removing an item can push a user below k and vice versa, so we repeat until
+    nothing changes; the result satisfies both bounds at once (or is empty).
+    """
+    item_k = k if item_k is None else item_k
+    if k <= 1 and item_k <= 1:
+        return inter.reset_index(drop=True)
+    df = inter
+    while True:
+        ucount = df.groupby("user_idx")["item_idx"].transform("size")
+        icount = df.groupby("item_idx")["user_idx"].transform("size")
+        keep = (ucount >= k) & (icount >= item_k)
+        if keep.all():
+            return df.reset_index(drop=True)
+        df = df[keep]
+
+
+def _ordered(inter: pd.DataFrame) -> pd.DataFrame:
+    return inter.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable").reset_index(drop=True)
+
+
+def leave_one_out(inter: pd.DataFrame, min_len: int = 3) -> Split:
+    """Last interaction per user -> test, second last -> valid, the rest -> train.
+
+    Users with fewer than ``min_len`` (default 3) interactions stay entirely in
+    train: with one or two items there is nothing left to learn from.
+    """
+    df = _ordered(inter)
+    n = df.groupby("user_idx")["item_idx"].transform("size").to_numpy()
+    # Position from the end within each user: 0 = most recent.
+    rev = df.groupby("user_idx").cumcount(ascending=False).to_numpy()
+    eligible = n >= min_len
+    test = eligible & (rev == 0)
+    valid = eligible & (rev == 1)
+    train = ~(test | valid)
+    return Split("loo", df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
+
+
+def temporal(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1) -> Split:
+    """Global cut: the latest ``test_frac`` of interactions (by time) -> test, the ``valid_frac`` before -> valid.
+
+    Cut points are timestamp quantiles; rows at a cut timestamp go to the earlier
+    part, so train <= valid <= test in time holds strictly at the boundaries.
+    Valid/test may contain users or items unseen in train (the realistic setting).
+    """
+    if not (0 <= valid_frac and 0 <= test_frac and valid_frac + test_frac < 1):
+        raise ValueError(f"need 0 <= valid_frac, test_frac and valid_frac + test_frac < 1; got {valid_frac}, {test_frac}")
+    df = _ordered(inter)
+    ts = df["timestamp"].to_numpy()
+    t_valid = np.quantile(ts, 1 - valid_frac - test_frac, method="lower")
+    t_test = np.quantile(ts, 1 - test_frac, method="lower")
+    train = ts <= t_valid
+    test = ts > t_test
+    valid = ~train & ~test
+    return Split("temporal", df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
+
+
+def random_ratio(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> Split:
+    """Seeded random row split (the same ``seed`` gives the same split)."""
+    if not (0 <= valid_frac and 0 <= test_frac and valid_frac + test_frac < 1):
+        raise ValueError(f"need 0 <= valid_frac, test_frac and valid_frac + test_frac < 1; got {valid_frac}, {test_frac}")
+    df = _ordered(inter)
+    perm = np.random.default_rng(seed).permutation(len(df))
+    n_test, n_valid = int(round(test_frac * len(df))), int(round(valid_frac * len(df)))
+    part = np.zeros(len(df), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    part[perm[:n_test]] = 2
+    part[perm[n_test : n_test + n_valid]] = 1
+    return Split("random", *(df[part == p].reset_index(drop=True) for p in (0, 1, 2)))
+
+
+def check_split(split: Split) -> None:
+    """Raise ``DataError`` if any (user, item, timestamp) row is in two parts of ``split``."""
+    keys = {p: set(map(tuple, split.part(p)[["user_idx", "item_idx", "timestamp"]].to_numpy().tolist())) for p in ("train", "valid", "test")}
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        if keys[a] & keys[b]:
+            raise DataError(f"split {split.name!r}: {len(keys[a] & keys[b])} interactions are in both {a} and {b}")

@@ -1,0 +1,34 @@
+"""The shared fixtures are what they claim to be."""
+
+import numpy as np
+
+
+def test_tiny_dataset_loo_split(tiny_dataset):
+    ds, split = tiny_dataset
+    assert (ds.meta.n_users, ds.meta.n_items, ds.meta.n_interactions) == (5, 8, 18)
+    # item_id "k" -> item_idx k (ids sort numerically), user likewise.
+    assert ds.items["item_id"].tolist() == [str(i) for i in range(8)]
+    test = dict(zip(split.test["user_idx"], split.test["item_idx"]))
+    valid = dict(zip(split.valid["user_idx"], split.valid["item_idx"]))
+    assert test == {0: 3, 1: 0, 2: 7, 4: 2}
+    assert valid == {0: 2, 1: 5, 2: 6, 4: 4}  # u4: i1 and i4 tie at t=4, i1 (lower id) comes first
+    assert sorted(split.train[split.train.user_idx == 3]["item_idx"]) == [3, 7]
+    assert len(split.train) == 18 - 8
+
+
+def test_tiny_dir_roundtrip(tiny_dir, tiny_dataset):
+    from recsys.data.io import load_dataset, load_split
+
+    ds, split = tiny_dataset
+    loaded = load_dataset(tiny_dir)
+    assert loaded.interactions.equals(ds.interactions)
+    assert loaded.items["categories"].tolist() == ds.items["categories"].tolist()
+    assert load_split(tiny_dir, "loo").test.equals(split.test)
+
+
+def test_ml100k_fixture(ml100k, ml100k_split):
+    m = ml100k.meta
+    assert (m.n_users, m.n_items, m.n_interactions) == (943, 1349, 99287)
+    assert len(ml100k_split.test) == len(ml100k_split.valid) == 943
+    assert len(ml100k_split.train) + 2 * 943 == m.n_interactions
+    assert np.array_equal(np.sort(ml100k_split.test["user_idx"].to_numpy()), np.arange(943))
