@@ -7,6 +7,8 @@ Session-scoped (built once per pytest run, in pytest's tmp dir; never in the rep
                        embeddings: ~2-3 s.
 - ``ml100k_dir_text``  the same plus ``item_text_emb.npy`` (all-MiniLM-L6-v2 over 1,349
                        item texts): ~25-30 s on one busy core, so only tests that need it pay.
+- ``ml100k_data_root`` the ``paths.data_dir`` that holds ``ml100k_dir_text``: pass it to
+                       training configs (they then reuse it: same prepare cache key).
 - ``ml100k`` / ``ml100k_split``   the ``Dataset`` / ``Split`` loaded from ``ml100k_dir``.
 - ``tiny_dataset``     ``(Dataset, Split)``: 5 users x 8 items, hand-made, in memory
                        (see ``TINY_INTERACTIONS`` for the exact rows and split).
@@ -100,32 +102,51 @@ def tiny_dir(tmp_path, tiny_dataset):
     return tmp_path / "tiny"
 
 
-def _prepare_ml100k(data_dir, text_embeddings: bool):
-    import functools
+def prepare_from_config(data: str, data_dir, overrides: list[str] = ()):
+    """Compose ``configs/prepare.yaml`` with ``data=<data>`` and instantiate it into ``data_dir``.
+
+    Exactly what ``python -m recsys.data.prepare data=<data>`` and ``recsys.train`` do, so the
+    result carries the same cache key and training configs reuse it instead of preparing again.
+    """
+    from pathlib import Path
 
     import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
 
     torch.set_num_threads(1)  # session fixtures run before the autouse one
-    from recsys.data.movielens import read_ml100k
-    from recsys.data.prepare import prepare
-    from recsys.data.splits import leave_one_out
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose("prepare", overrides=[f"data={data}", *overrides])
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+    return Path(instantiate(cfg.data))
 
-    return prepare(
-        name="ml100k", reader=functools.partial(read_ml100k), split=functools.partial(leave_one_out),
-        data_dir=data_dir, min_rating=0.0, kcore=5, text_embeddings=text_embeddings,
-    )
+
+@pytest.fixture(scope="session")
+def ml100k_data_root(tmp_path_factory):
+    """A ``paths.data_dir`` holding ML-100K prepared by the real ``configs/data/ml100k.yaml``
+    (loo split, text embeddings: ~25-30 s once per session). Training tests pass it as
+    ``paths.data_dir`` and their run finds the dataset already prepared."""
+    root = tmp_path_factory.mktemp("data_root")
+    prepare_from_config("ml100k", root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir_text(ml100k_data_root):
+    """Prepared ML-100K directory with ``item_text_emb.npy`` (N, 384)."""
+    return ml100k_data_root / "ml100k"
 
 
 @pytest.fixture(scope="session")
 def ml100k_dir(tmp_path_factory):
-    """Prepared ML-100K directory (loo split, no text embeddings)."""
-    return _prepare_ml100k(tmp_path_factory.mktemp("data"), text_embeddings=False)
-
-
-@pytest.fixture(scope="session")
-def ml100k_dir_text(tmp_path_factory):
-    """Prepared ML-100K directory with ``item_text_emb.npy`` (costs ~25-30 s once per session)."""
-    return _prepare_ml100k(tmp_path_factory.mktemp("data_text"), text_embeddings=True)
+    """Prepared ML-100K directory (loo split ``loo``, no text embeddings: ~2-3 s)."""
+    return prepare_from_config("ml100k", tmp_path_factory.mktemp("data"), ["data.text_embeddings=false"])
 
 
 @pytest.fixture(scope="session")

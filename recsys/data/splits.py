@@ -12,7 +12,9 @@ run and machine.
   later than anything in valid, nor valid later than test.
 - ``random_ratio``: a seeded random split of rows.
 
-Each returns a ``Split`` whose ``name`` is what ``load_split`` looks for.
+Each returns a ``Split`` whose ``name`` (argument ``name``, default ``loo`` /
+``temporal`` / ``random``) names its directory ``splits/<name>/``, which is
+what ``load_split(dir, name)`` and configs (``data.split.name``) refer to.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _ordered(inter: pd.DataFrame) -> pd.DataFrame:
     return inter.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable").reset_index(drop=True)
 
 
-def leave_one_out(inter: pd.DataFrame, min_len: int = 3) -> Split:
+def leave_one_out(inter: pd.DataFrame, min_len: int = 3, name: str = "loo") -> Split:
     """Last interaction per user -> test, second last -> valid, the rest -> train.
 
     Users with fewer than ``min_len`` (default 3) interactions stay entirely in
@@ -65,10 +67,10 @@ def leave_one_out(inter: pd.DataFrame, min_len: int = 3) -> Split:
     test = eligible & (rev == 0)
     valid = eligible & (rev == 1)
     train = ~(test | valid)
-    return Split("loo", df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
+    return Split(name, df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
 
 
-def temporal(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1) -> Split:
+def temporal(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1, name: str = "temporal") -> Split:
     """Global cut: the latest ``test_frac`` of interactions (by time) -> test, the ``valid_frac`` before -> valid.
 
     Cut points are timestamp quantiles; rows at a cut timestamp go to the earlier
@@ -84,10 +86,10 @@ def temporal(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.
     train = ts <= t_valid
     test = ts > t_test
     valid = ~train & ~test
-    return Split("temporal", df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
+    return Split(name, df[train].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True))
 
 
-def random_ratio(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> Split:
+def random_ratio(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0, name: str = "random") -> Split:
     """Seeded random row split (the same ``seed`` gives the same split)."""
     if not (0 <= valid_frac and 0 <= test_frac and valid_frac + test_frac < 1):
         raise ValueError(f"need 0 <= valid_frac, test_frac and valid_frac + test_frac < 1; got {valid_frac}, {test_frac}")
@@ -97,7 +99,7 @@ def random_ratio(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float 
     part = np.zeros(len(df), dtype=np.int8)  # 0 train, 1 valid, 2 test
     part[perm[:n_test]] = 2
     part[perm[n_test : n_test + n_valid]] = 1
-    return Split("random", *(df[part == p].reset_index(drop=True) for p in (0, 1, 2)))
+    return Split(name, *(df[part == p].reset_index(drop=True) for p in (0, 1, 2)))
 
 
 def check_split(split: Split) -> None:

@@ -32,3 +32,18 @@ def test_ml100k_fixture(ml100k, ml100k_split):
     assert len(ml100k_split.test) == len(ml100k_split.valid) == 943
     assert len(ml100k_split.train) + 2 * 943 == m.n_interactions
     assert np.array_equal(np.sort(ml100k_split.test["user_idx"].to_numpy()), np.arange(943))
+
+
+def test_ml100k_text_fixture_matches_training_config(ml100k_data_root, ml100k_dir_text):
+    """The fixture is cached under the key the real config computes: preparing again is a no-op."""
+    import time
+
+    from conftest import prepare_from_config
+    from recsys.data.io import load_text_embeddings
+
+    emb = load_text_embeddings(ml100k_dir_text)
+    assert emb.shape == (1349, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    t0 = time.perf_counter()
+    assert prepare_from_config("ml100k", ml100k_data_root) == ml100k_dir_text
+    assert time.perf_counter() - t0 < 5.0  # cache hit: no re-embedding (that takes ~25 s)
