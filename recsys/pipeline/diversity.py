@@ -1,0 +1,136 @@
+"""Diversity stages: Maximal Marginal Relevance and per-category caps.
+
+MMR: Carbonell & Goldstein, "The Use of MMR, Diversity-Based Reranking for
+Reordering Documents and Producing Summaries", SIGIR 1998. Greedily pick
+
+    argmax_i  lambda * rel(i) - (1 - lambda) * max_{j in S} sim(i, j)
+
+where S is the list chosen so far. ``rel`` is the incoming score min-max
+normalised to [0, 1], so that lambda trades it against a cosine similarity
+on the same scale. lambda = 1 keeps the incoming order; lambda = 0 is pure
+dissimilarity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.pipeline.catalog import ItemCatalog
+
+
+def _rank_scores(k: int) -> np.ndarray:
+    """(k,) strictly decreasing scores that encode a chosen order (1, ..., 1/k)."""
+    return (np.arange(k, 0, -1) / max(k, 1)).astype(np.float32)
+
+
+def category_similarity(catalog: ItemCatalog, items: np.ndarray) -> np.ndarray:
+    """(K, K) Jaccard overlap of item category sets (fallback when there are no embeddings)."""
+    k = len(items)
+    onehot = np.zeros((k, len(catalog.categories)), dtype=np.float32)
+    for j, i in enumerate(items):
+        onehot[j, catalog.category_ids(int(i))] = 1.0
+    inter = onehot @ onehot.T
+    sizes = onehot.sum(1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def mmr_order(relevance: np.ndarray, similarity: np.ndarray, lambda_: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy MMR selection.
+
+    Args:
+        relevance: (K,) in [0, 1].
+        similarity: (K, K) pairwise similarity.
+        lambda_: weight of relevance, in [0, 1].
+        k: how many to select (at most K).
+    Returns:
+        (k,) selected row indices in selection order, and (k,) their MMR values.
+    Ties go to the lower row index (the better incoming rank).
+    """
+    if not 0.0 <= lambda_ <= 1.0:
+        raise ValueError(f"MMR lambda must be in [0, 1], got {lambda_}")
+    n = len(relevance)
+    k = min(k, n)
+    chosen = np.zeros(k, dtype=np.int64)
+    gains = np.zeros(k, dtype=np.float32)
+    max_sim = np.full(n, -np.inf, dtype=np.float64)  # to S; -inf until S is non-empty
+    free = np.ones(n, dtype=bool)
+    for t in range(k):
+        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        value = lambda_ * relevance - (1.0 - lambda_) * penalty
+        value = np.where(free, value, -np.inf)
+        j = int(np.argmax(value))  # first max: ties keep incoming order
+        chosen[t], gains[t], free[j] = j, value[j], False
+        max_sim = np.maximum(max_sim, similarity[j])
+    return chosen, gains
+
+
+class MMRDiversifier:
+    """Re-order the top ``pool`` candidates by MMR and keep ``k``.
+
+    Similarity is the cosine of ``catalog.embeddings`` (text or two-tower item
+    embeddings); a catalogue without embeddings falls back to the Jaccard
+    overlap of categories (recorded in the trace).
+    """
+
+    name = "mmr"
+
+    def __init__(self, catalog: ItemCatalog, lambda_: float = 0.7, k: int = 20, pool: int = 100):
+        if not 0.0 <= lambda_ <= 1.0:
+            raise ValueError(f"MMR lambda must be in [0, 1], got {lambda_}")
+        self.catalog, self.lambda_, self.k, self.pool = catalog, lambda_, k, pool
+
+    def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
+        cands = cands.head(self.pool)
+        if len(cands) == 0:
+            return cands
+        s = cands.scores.astype(np.float64)
+        span = s.max() - s.min()
+        rel = (s - s.min()) / span if span > 0 else np.ones_like(s)
+        if self.catalog.embeddings is not None:
+            e = self.catalog.embeddings[cands.items]  # (K, D), unit norm
+            sim = e @ e.T
+        else:
+            sim = category_similarity(self.catalog, cands.items)
+            cands.trace.setdefault("fallbacks", []).append("mmr: no embeddings, category overlap used")
+        order, gains = mmr_order(rel, sim, self.lambda_, self.k)
+        out = cands.take(order)
+        out.features["mmr_gain"] = gains
+        return out.with_scores(_rank_scores(len(out)))
+
+
+class CategoryCap:
+    """Keep at most ``max_per_category`` items of any one category, in order, up to ``k``.
+
+    An item counts against each of its categories. With ``strict=False`` a list
+    that the caps leave shorter than ``k`` is topped up with the skipped items
+    in their order (and the trace says so); ``strict=True`` returns it short.
+    """
+
+    name = "category_cap"
+
+    def __init__(self, catalog: ItemCatalog, max_per_category: int = 3, k: int = 20, strict: bool = True):
+        if max_per_category < 1:
+            raise ValueError(f"max_per_category must be >= 1, got {max_per_category}")
+        self.catalog, self.cap, self.k, self.strict = catalog, max_per_category, k, strict
+
+    def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
+        counts = np.zeros(len(self.catalog.categories), dtype=np.int64)
+        kept, skipped = [], []
+        for j, i in enumerate(cands.items):
+            if len(kept) == self.k:
+                break
+            cats = self.catalog.category_ids(int(i))
+            if len(cats) and (counts[cats] >= self.cap).any():
+                skipped.append(j)
+                continue
+            counts[cats] += 1
+            kept.append(j)
+        if not self.strict and len(kept) < self.k and skipped:
+            top_up = skipped[: self.k - len(kept)]
+            cands.trace.setdefault("fallbacks", []).append(f"category_cap: topped up {len(top_up)} capped items")
+            kept = sorted(kept + top_up)
+        counts_removed = cands.trace.setdefault("removed", {})
+        counts_removed[self.name] = counts_removed.get(self.name, 0) + len(skipped)
+        return cands.take(np.asarray(kept, dtype=np.int64))
