@@ -106,7 +106,11 @@ def user_item_features(catalog: ItemCatalog, ctx: UserContext, items: np.ndarray
 
 
 class ThompsonExploration:
-    """Pipeline stage: ``n_slots`` of the final ``k`` go to Thompson-sampled items.
+    """Pipeline stage: ``n_slots`` of the first ``k`` go to Thompson-sampled items.
+
+    Output order: the first ``k - n_slots`` incoming items, the explored items
+    placed among them, then the candidates that were not picked (so a later
+    stage still has a pool; the pipeline cuts the list to its ``k``).
 
     Args:
         catalog: item attributes (embeddings for the linear variant).
@@ -145,14 +149,15 @@ class ThompsonExploration:
         rest = np.arange(n_exploit, min(len(cands), n_exploit + self.pool))
         flag = np.zeros(len(cands), dtype=bool)
         if self.n_slots == 0 or len(rest) == 0:
-            out = cands.head(self.k)
-            out.features["explored"] = flag[: len(out)]
-            return out
+            cands.features["explored"] = flag
+            return cands
         drawn = self.bandit.sample(self._arms(ctx, cands.items[rest]))  # (|rest|,)
         picked = rest[np.argsort(-drawn, kind="stable")[: self.n_slots]]
         exploit = list(range(min(n_exploit, len(cands))))
         order = exploit + list(picked) if self.positions == "end" else _spread(exploit, list(picked))
         flag[picked] = True
+        # the unpicked rest follows, so later stages (LLM re-rank) still have a pool
+        order = order + [j for j in range(n_exploit, len(cands)) if not flag[j]]
         out = cands.take(np.asarray(order, dtype=np.int64))
         out.features["explored"] = flag[order]
         cands.trace["explored"] = [int(i) for i in cands.items[picked]]

@@ -3,7 +3,8 @@
     ctx -> sources (each ~N_s candidates) -> merger (dedupe, fuse, ~1,000)
         -> stages[0] -> stages[1] -> ... -> head(k)
 
-A source is a plain object with a ``name`` and ``__call__(ctx) -> Candidates``;
+A source is a plain object with a ``name`` and ``__call__(ctx, k) -> Candidates``
+(``recsys.retrieval.sources``: two-tower ANN, item-to-item, popularity, content);
 a stage is ``__call__(ctx, cands) -> Candidates``. Both are built by Hydra
 ``instantiate`` from ``configs/pipeline/*.yaml`` (see :func:`build_pipeline`).
 Switching a stage or source off is one override that sets it to null
@@ -72,9 +73,11 @@ class Pipeline:
         merger: fuses the source lists into one candidate list.
         stages: name -> stage, in order (None entries are switched off), or a list.
         k: final list length (a request's ``constraints.max_results`` may lower it).
+        per_source: how many candidates each source is asked for.
     """
 
-    def __init__(self, sources: Mapping[str, object], merger, stages: Mapping[str, object] | Sequence | None = None, k: int = 10):
+    def __init__(self, sources: Mapping[str, object], merger, stages: Mapping[str, object] | Sequence | None = None,
+                 k: int = 10, per_source: int = 300):
         self.sources = {n: s for n, s in dict(sources).items() if s is not None}
         if not self.sources:
             raise ValueError("pipeline needs at least one candidate source")
@@ -85,7 +88,7 @@ class Pipeline:
         self.stages = {n: s for n, s in dict(stages).items() if s is not None}
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        self.merger, self.k = merger, k
+        self.merger, self.k, self.per_source = merger, k, per_source
 
     def __call__(self, ctx: UserContext, k: int | None = None) -> Candidates:
         k = k or self.k
@@ -97,7 +100,7 @@ class Pipeline:
         lists = {}
         for name, source in self.sources.items():
             t = time.perf_counter()
-            lists[name] = source(ctx)
+            lists[name] = source(ctx, self.per_source)
             latency[f"source/{name}"] = (time.perf_counter() - t) * 1e3
             counts[f"source/{name}"] = len(lists[name])
         t = time.perf_counter()
@@ -126,7 +129,7 @@ def build_pipeline(cfg, **objects) -> Pipeline:
     """
     import inspect
 
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import get_object, instantiate
     from omegaconf import DictConfig, OmegaConf
 
     def make(node):
@@ -135,13 +138,15 @@ def build_pipeline(cfg, **objects) -> Pipeline:
         target = node.get("_target_") if isinstance(node, (dict, DictConfig)) else None
         if target is None:
             raise ValueError(f"pipeline entry without _target_: {node}")
-        params = inspect.signature(get_class(target)).parameters
+        params = inspect.signature(get_object(target)).parameters  # a class or a factory classmethod
         extra = {k: v for k, v in objects.items() if k in params and k not in node}
-        return instantiate(node, **extra, _convert_="all")
+        # objects go in after Hydra (as a partial's arguments) so it never tries to
+        # turn a DataFrame or a dataclass into config
+        return instantiate(node, _partial_=True, _convert_="all")(**extra)
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     sources = {n: make(s) for n, s in (cfg.get("sources") or {}).items()}
     stages = {n: make(s) for n, s in (cfg.get("stages") or {}).items()}
     merger = make(cfg.merger) if cfg.get("merger") is not None else RRFMerger()
-    return Pipeline(sources, merger, stages, k=int(cfg.get("k", 10)))
+    return Pipeline(sources, merger, stages, k=int(cfg.get("k", 10)), per_source=int(cfg.get("per_source", 300)))

@@ -1,10 +1,9 @@
-"""Small random catalogues for pipeline tests (seeded, so failures reproduce)."""
+"""Small random catalogues and a fixed-list source for pipeline tests (seeded, so failures reproduce)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from recsys.pipeline.candidates import Candidates
 from recsys.pipeline.catalog import ItemCatalog
@@ -39,10 +38,7 @@ class ListSource:
         self.items = np.asarray(items, dtype=np.int64)
         self.scores = np.asarray(scores if scores is not None else -np.arange(len(self.items)), dtype=np.float32)
 
-    def __call__(self, ctx) -> Candidates:
-        return Candidates(self.items, self.scores, np.full(len(self.items), self.name, dtype=object))
+    def __call__(self, ctx, k: int) -> Candidates:
+        return Candidates(self.items[:k], self.scores[:k], np.full(len(self.items[:k]), self.name, dtype=object))
 
 
-@pytest.fixture
-def catalog() -> ItemCatalog:
-    return make_catalog()

@@ -16,7 +16,7 @@ from recsys.pipeline.filters import (AgeFilter, AvailabilityFilter, ConstraintFi
                                      NegativeFeedbackFilter, violations)
 from recsys.pipeline.pipeline import Pipeline, RRFMerger
 
-from conftest import CATEGORIES, WORDS, ListSource, make_catalog
+from pipeline_helpers import CATEGORIES, WORDS, ListSource, make_catalog
 
 
 def tiny_catalog() -> ItemCatalog:

@@ -1,0 +1,133 @@
+"""A ready-to-query recommender: a prepared dataset + a pipeline config.
+
+Loads ``<dataset_dir>`` (the canonical tables, ``item_text_emb.npy`` when
+present), builds the :class:`ItemCatalog` and :class:`ContextBuilder`, then
+the pipeline from its config, handing data-derived objects to the sources and
+stages that ask for them by constructor name (see :func:`build_pipeline`):
+
+    catalog, items_table, interactions, n_items, item_categories, text_emb,
+    emb (item embeddings for item-to-item neighbours), dataset, split, meta
+
+``history`` selects what counts as the users' past: ``all`` interactions
+(serving), or ``valid``/``test`` (offline evaluation: train, or train+valid,
+so the held-out item is never visible to any stage).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from recsys.pipeline.candidates import Candidates, Constraints
+from recsys.pipeline.catalog import ItemCatalog
+from recsys.pipeline.context import ContextBuilder
+from recsys.pipeline.pipeline import Pipeline, build_pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Recommender:
+    """Args:
+        dataset_dir: a prepared dataset directory (``python -m recsys.data.prepare``).
+        pipeline: a ``configs/pipeline/*.yaml`` node (DictConfig or dict).
+        split: the split name under ``splits/`` (needed when ``history`` is valid/test).
+        history: ``all``, ``valid`` or ``test`` (see the module docstring).
+        negative_threshold: ratings at or below it count as negative feedback.
+        objects: extra objects for the pipeline's constructors (a trained model, an index).
+    """
+
+    def __init__(self, dataset_dir: str | Path, pipeline, split: str | None = "loo", history: str = "all",
+                 negative_threshold: float | None = 2.0, objects: dict | None = None):
+        from recsys.data.io import load_dataset, load_split
+
+        self.dataset_dir = Path(dataset_dir)
+        self.dataset = load_dataset(self.dataset_dir)
+        self.split = load_split(self.dataset_dir, split) if split else None
+        if history == "all":
+            inter = self.dataset.interactions
+        elif history in ("valid", "test"):
+            if self.split is None:
+                raise ValueError(f"history={history!r} needs a split")
+            inter = self.split.history_for(history)
+        else:
+            raise ValueError(f"history must be all, valid or test, got {history!r}")
+        self.interactions = inter
+        n = self.dataset.meta.n_items
+        emb_path = self.dataset_dir / "item_text_emb.npy"
+        self.text_emb = np.load(emb_path).astype(np.float32) if emb_path.exists() else None
+        if self.text_emb is None:
+            log.warning("%s not found: MMR falls back to category overlap, content source is unavailable", emb_path)
+        popularity = np.bincount(inter["item_idx"].to_numpy(np.int64), minlength=n).astype(np.float32)
+        self.catalog = ItemCatalog.from_items(self.dataset.items, embeddings=self.text_emb, popularity=popularity)
+        self.contexts = ContextBuilder(inter, self.dataset.users, negative_threshold)
+        items = self.dataset.items.sort_values("item_idx")
+        self.item_ids = items["item_id"].astype(str).tolist()
+        self._item_by_id = {iid: j for j, iid in enumerate(self.item_ids)}
+        self.objects = dict(
+            catalog=self.catalog, items_table=items, interactions=inter, n_items=n,
+            item_categories=[list(c) for c in items["categories"]], text_emb=self.text_emb, emb=self.text_emb,
+            dataset=self.dataset, split=self.split, meta=self.dataset.meta, **(objects or {}),
+        )
+        self.pipeline: Pipeline = build_pipeline(pipeline, **self.objects)
+
+    # ---- ids -----------------------------------------------------------------------
+    def item_idx(self, item_id: str) -> int | None:
+        return self._item_by_id.get(str(item_id))
+
+    # ---- requests ------------------------------------------------------------------
+    def recommend(self, user_idx: int | None, k: int | None = None, session=(), constraints: Constraints | None = None,
+                  query: str | None = None, onboarding_categories=(), demographics: dict | None = None) -> tuple[Candidates, object]:
+        """-> (final candidates, the UserContext used). Unknown users take the cold-start path."""
+        ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics)
+        return self.pipeline(ctx, k), ctx
+
+    def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items nearest to ``item`` by embedding cosine (category overlap without embeddings) -> (items, scores)."""
+        if not 0 <= item < len(self.catalog):
+            raise IndexError(f"item_idx {item} out of range [0, {len(self.catalog)})")
+        if self.catalog.embeddings is not None:
+            scores = self.catalog.embeddings @ self.catalog.embeddings[item]  # (N,)
+        else:
+            from recsys.pipeline.diversity import category_similarity
+
+            scores = category_similarity(self.catalog, np.r_[item, np.arange(len(self.catalog))])[0, 1:]
+        scores = scores.astype(np.float32).copy()
+        scores[item] = -np.inf
+        scores[~self.catalog.available] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        top = top[np.isfinite(scores[top])]
+        return top, scores[top]
+
+    def observe(self, user_idx: int | None, items, rewards, positive=None) -> None:
+        """Feedback for shown items: the bandit learns (reward 0/1) and the user's context updates.
+
+        ``positive`` (per item, optional) marks consumption (True), dislike (False) or a
+        plain impression (None: nothing changes in the profile).
+        """
+        items = np.asarray(items, np.int64)
+        ctx = self.contexts.build(user_idx)
+        for stage in self.pipeline.stages.values():
+            if hasattr(stage, "update"):
+                stage.update(ctx, items, np.asarray(rewards, np.float64))
+        if user_idx is not None and self.contexts.knows(user_idx) and positive is not None:
+            for i, p in zip(items.tolist(), positive):
+                if p is not None:
+                    self.contexts.add_feedback(user_idx, i, positive=bool(p))
+
+
+def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbours: int = 50,
+                   n_seeds: int = 20, recency_decay: float = 0.9, name: str = "item2item"):
+    """Fit ItemKNN (Sarwar et al. 2001) on the split's training part and wrap it as an item-to-item source.
+
+    Fitting ML-100K takes ~1 s, so a server does it at start-up instead of shipping a file.
+    """
+    from recsys.models.itemknn import ItemKNN
+    from recsys.retrieval.sources import ItemToItemSource
+
+    if split is None:
+        raise ValueError("itemknn_source needs a split (the training interactions)")
+    model = ItemKNN(dataset.meta, k=k, shrink=shrink).fit(dataset, split)
+    return ItemToItemSource.from_similarity(model.sim, n_neighbours=n_neighbours, n_seeds=n_seeds,
+                                            recency_decay=recency_decay, name=name)
