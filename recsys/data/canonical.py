@@ -102,9 +102,20 @@ def build_dataset(interactions: pd.DataFrame, items: pd.DataFrame, users: pd.Dat
         known_users = pd.concat([known_users, pd.DataFrame({"user_id": missing})], ignore_index=True)
     users = finish_users(known_users)
     interactions = interactions[interactions["item_id"].isin(items["item_id"])]
-    return reindex(
-        Dataset(interactions=interactions, items=items, users=users, meta=DatasetMeta(name=name, n_users=0, n_items=0, n_interactions=0, source=source))
-    )
+    user_ids = _id_order(interactions["user_id"])
+    item_ids = _id_order(interactions["item_id"])
+    items = items.drop_duplicates("item_id").set_index("item_id").loc[item_ids].reset_index()
+    items.insert(0, "item_idx", np.arange(len(items), dtype=np.int64))
+    users = users.drop_duplicates("user_id").set_index("user_id").loc[user_ids].reset_index()
+    users.insert(0, "user_idx", np.arange(len(users), dtype=np.int64))
+    inter = pd.DataFrame({
+        "user_idx": pd.Index(user_ids).get_indexer(interactions["user_id"]).astype(np.int64),
+        "item_idx": pd.Index(item_ids).get_indexer(interactions["item_id"]).astype(np.int64),
+        "timestamp": interactions["timestamp"].to_numpy().astype(np.int64),
+        "value": interactions["value"].to_numpy().astype(np.float32),
+    })
+    meta = DatasetMeta(name=name, n_users=0, n_items=0, n_interactions=0, source=source)
+    return reindex(Dataset(interactions=inter, items=items, users=users, meta=meta))
 
 
 def _id_order(ids: pd.Series) -> np.ndarray:
@@ -117,34 +128,28 @@ def _id_order(ids: pd.Series) -> np.ndarray:
 
 
 def reindex(ds: Dataset) -> Dataset:
-    """Keep only users/items that occur in ``interactions`` and give them contiguous indices.
+    """Keep only users/items that occur in ``interactions`` and renumber them 0..n-1 in their old order.
 
-    Interactions may carry either original ids (``user_id``/``item_id``) or old
-    indices; the result has ``user_idx``/``item_idx`` in [0, n) ordered by original id.
+    ``items``/``users`` must be indexed by position (row k has ``*_idx == k``), as
+    every canonical table is. Vectorised (``np.unique`` + ``searchsorted``) so it
+    stays fast on tens of millions of rows.
     """
-    inter = ds.interactions
-    items, users = ds.items, ds.users
-    if "user_id" not in inter:  # old indices -> original ids
-        inter = inter.assign(
-            user_id=users.set_index("user_idx")["user_id"].reindex(inter["user_idx"]).to_numpy(),
-            item_id=items.set_index("item_idx")["item_id"].reindex(inter["item_idx"]).to_numpy(),
-        )
-    user_ids = _id_order(inter["user_id"])
-    item_ids = _id_order(inter["item_id"])
-    umap = pd.Series(np.arange(len(user_ids), dtype=np.int64), index=user_ids)
-    imap = pd.Series(np.arange(len(item_ids), dtype=np.int64), index=item_ids)
+    inter, items, users = ds.interactions, ds.items, ds.users
+    u, i = inter["user_idx"].to_numpy(np.int64), inter["item_idx"].to_numpy(np.int64)
+    used_u, used_i = np.unique(u), np.unique(i)
     out_inter = pd.DataFrame({
-        "user_idx": umap.reindex(inter["user_id"]).to_numpy(),
-        "item_idx": imap.reindex(inter["item_id"]).to_numpy(),
+        "user_idx": np.searchsorted(used_u, u).astype(np.int64),
+        "item_idx": np.searchsorted(used_i, i).astype(np.int64),
         "timestamp": inter["timestamp"].to_numpy().astype(np.int64),
         "value": inter["value"].to_numpy().astype(np.float32),
     })
-    out_items = items.drop(columns=["item_idx"], errors="ignore").drop_duplicates("item_id").set_index("item_id").loc[item_ids].reset_index()
-    out_items.insert(0, "item_idx", np.arange(len(out_items), dtype=np.int64))
-    out_users = users.drop(columns=["user_idx"], errors="ignore").drop_duplicates("user_id").set_index("user_id").loc[user_ids].reset_index()
-    out_users.insert(0, "user_idx", np.arange(len(out_users), dtype=np.int64))
-    # Sorting by (user, time) makes every later step (splits, histories) deterministic.
-    out_inter = out_inter.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable").reset_index(drop=True)
+    out_items = items.iloc[used_i].reset_index(drop=True)
+    out_items["item_idx"] = np.arange(len(out_items), dtype=np.int64)
+    out_users = users.iloc[used_u].reset_index(drop=True)
+    out_users["user_idx"] = np.arange(len(out_users), dtype=np.int64)
+    # Sorting by (user, time, item) makes every later step (splits, histories) deterministic.
+    order = np.lexsort((out_inter["item_idx"].to_numpy(), out_inter["timestamp"].to_numpy(), out_inter["user_idx"].to_numpy()))
+    out_inter = out_inter.iloc[order].reset_index(drop=True)
     return Dataset(out_inter, out_items, out_users, build_meta(out_inter, out_items, out_users, ds.meta))
 
 
