@@ -51,12 +51,13 @@ ML1M_OCCUPATIONS = (
     "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
     "unemployed", "writer",
 )
-_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
+# "Title (1995)", optionally followed by GroupLens' "(V)" marker for direct-to-video releases.
+_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)(?:\s*\(V\))?\s*$")
 _NO_GENRE = {"unknown", "(no genres listed)", ""}
 
 
 def split_title(title: str) -> tuple[str, int]:
-    """"Toy Story (1995)" -> ("Toy Story", 1995); no year -> (title, -1)."""
+    """"Toy Story (1995)" -> ("Toy Story", 1995); "X (1995) (V)" -> ("X", 1995); no year -> (title, -1)."""
     m = _TITLE_YEAR.match(title)
     if m:
         return m.group(1), int(m.group(2))
@@ -118,9 +119,15 @@ def _atomic(src: RawSource, name: str, expected: list[str], numeric: dict) -> pd
 def _ml100k_recbole(src: RawSource):
     inter = _atomic(src, "ml-100k.inter", ["user_id", "item_id", "rating", "timestamp"], {"rating": float, "timestamp": float})
     raw = _atomic(src, "ml-100k.item", ["item_id", "movie_title", "release_year", "class"], {})
-    # RecBole's copy spells the unknown item 267 "unkonwn" (title and year); GroupLens says "unknown".
-    titles = raw["movie_title"].replace("unkonwn", "unknown")
-    years = pd.to_numeric(raw["release_year"], errors="coerce").fillna(-1).astype(int)
+    titles, years = [], []
+    for title, year in zip(raw["movie_title"], raw["release_year"]):
+        if title == "unkonwn":  # RecBole's spelling of GroupLens' item 267 "unknown" (no year)
+            title, year = "unknown", "-1"
+        if not year.isdigit() and year != "-1":
+            # RecBole parsed GroupLens' "X (1995) (V)" as title "X (1995)", year "V": recover the year.
+            title, year = split_title(title)
+        titles.append(title)
+        years.append(int(year))
     items = pd.DataFrame({
         "item_id": raw["item_id"], "title": titles, "year": years,
         # token_seq of genre names separated by spaces (no genre name contains a space).
