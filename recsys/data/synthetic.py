@@ -113,7 +113,7 @@ def generate(
     rng = np.random.default_rng(seed)
     cats = _write_items(out / "items.parquet", n_items, n_categories, rng, chunk_size)
     centers = rng.normal(0, 1, (n_categories, dim)).astype(np.float32)
-    item_f = (centers[cats] + 0.5 * rng.normal(0, 1, (n_items, dim))).astype(np.float32) / np.sqrt(dim)  # (N, D)
+    item_f = ((centers[cats] + 0.5 * rng.normal(0, 1, (n_items, dim))) / np.sqrt(dim)).astype(np.float32)  # (N, D)
     user_f = rng.normal(0, 1, (n_users, dim)).astype(np.float32)  # (U, D)
     item_cdf, item_p = _zipf_cdf(n_items, zipf_a, rng)
     user_cdf, _ = _zipf_cdf(n_users, user_a, rng)
