@@ -1,6 +1,7 @@
 """The multi-stage recommender: candidate sources, a merger, then stages in order.
 
-    ctx -> sources (each ~N_s candidates) -> merger (dedupe, fuse, ~1,000)
+    ctx -> sources (each ~N_s candidates) -> merger (dedupe, fuse, ~1,000;
+           ``recsys.retrieval.merge.CandidateMerger``: reciprocal-rank fusion)
         -> stages[0] -> stages[1] -> ... -> head(k)
 
 A source is a plain object with a ``name`` and ``__call__(ctx, k) -> Candidates``
@@ -20,49 +21,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 
 from recsys.pipeline.candidates import Candidates, UserContext
-
-
-class RRFMerger:
-    """Merge source lists by reciprocal-rank fusion and keep ``max_candidates``.
-
-    RRF (Cormack, Clarke & Buettcher, SIGIR 2009): score(i) = sum_s w_s / (c + rank_s(i)),
-    rank from 1. Sources score on unrelated scales (inner products, counts,
-    cosine), ranks are comparable. Each item's ``sources`` entry lists every
-    source that produced it ("two_tower+popularity"), and each source's own
-    score is kept as feature ``<source>_score`` (0 where it did not produce it).
-    """
-
-    def __init__(self, max_candidates: int = 1000, c: float = 60.0, weights: Mapping[str, float] | None = None):
-        self.max_candidates, self.c, self.weights = max_candidates, c, dict(weights or {})
-
-    def __call__(self, lists: Mapping[str, Candidates]) -> Candidates:
-        lists = {n: l for n, l in lists.items() if len(l)}
-        if not lists:
-            return Candidates.empty()
-        all_items = np.concatenate([l.items for l in lists.values()])
-        uniq, inverse = np.unique(all_items, return_inverse=True)  # (U,)
-        fused = np.zeros(len(uniq), dtype=np.float64)
-        feats: dict[str, np.ndarray] = {}
-        member = np.zeros((len(lists), len(uniq)), dtype=bool)
-        start = 0
-        for s, (name, l) in enumerate(lists.items()):
-            pos = inverse[start : start + len(l)]
-            start += len(l)
-            # a source may repeat an item: keep its best (first) rank
-            first = np.unique(pos, return_index=True)[1]
-            pos_u, rank = pos[first], first + 1
-            fused[pos_u] += self.weights.get(name, 1.0) / (self.c + rank)
-            f = np.zeros(len(uniq), dtype=np.float32)
-            f[pos_u] = l.scores[first]
-            feats[f"{name}_score"] = f
-            member[s, pos_u] = True
-        names = list(lists)
-        sources = np.array(["+".join(names[s] for s in np.flatnonzero(member[:, u])) for u in range(len(uniq))], dtype=object)
-        order = np.argsort(-fused, kind="stable")[: self.max_candidates]
-        return Candidates(uniq[order], fused[order], sources[order], {k: v[order] for k, v in feats.items()})
+from recsys.retrieval.merge import CandidateMerger
 
 
 class Pipeline:
@@ -70,7 +31,7 @@ class Pipeline:
 
     Args:
         sources: name -> source (None entries are switched off).
-        merger: fuses the source lists into one candidate list.
+        merger: fuses the source lists into one candidate list (``merger(lists) -> Candidates``).
         stages: name -> stage, in order (None entries are switched off), or a list.
         k: final list length (a request's ``constraints.max_results`` may lower it).
         per_source: how many candidates each source is asked for.
@@ -140,6 +101,10 @@ def build_pipeline(cfg, **objects) -> Pipeline:
             raise ValueError(f"pipeline entry without _target_: {node}")
         params = inspect.signature(get_object(target)).parameters  # a class or a factory classmethod
         extra = {k: v for k, v in objects.items() if k in params and k not in node}
+        for k, v in extra.items():
+            if v is None and params[k].default is inspect.Parameter.empty:
+                raise ValueError(f"{target} needs {k!r}, which this dataset/run does not provide "
+                                 f"(e.g. text_emb: prepare with data.text_embeddings=true); or switch it off with =null")
         # objects go in after Hydra (as a partial's arguments) so it never tries to
         # turn a DataFrame or a dataclass into config
         return instantiate(node, _partial_=True, _convert_="all")(**extra)
@@ -148,5 +113,5 @@ def build_pipeline(cfg, **objects) -> Pipeline:
         cfg = OmegaConf.create(cfg)
     sources = {n: make(s) for n, s in (cfg.get("sources") or {}).items()}
     stages = {n: make(s) for n, s in (cfg.get("stages") or {}).items()}
-    merger = make(cfg.merger) if cfg.get("merger") is not None else RRFMerger()
+    merger = make(cfg.merger) if cfg.get("merger") is not None else CandidateMerger()
     return Pipeline(sources, merger, stages, k=int(cfg.get("k", 10)), per_source=int(cfg.get("per_source", 300)))

@@ -14,7 +14,8 @@ from recsys.pipeline.diversity import CategoryCap, MMRDiversifier
 from recsys.pipeline.exploration import ThompsonExploration
 from recsys.pipeline.filters import (AgeFilter, AvailabilityFilter, ConstraintFilter, ConsumedFilter,
                                      NegativeFeedbackFilter, violations)
-from recsys.pipeline.pipeline import Pipeline, RRFMerger
+from recsys.pipeline.pipeline import Pipeline
+from recsys.retrieval.merge import CandidateMerger
 
 from pipeline_helpers import CATEGORIES, WORDS, ListSource, make_catalog
 
@@ -99,7 +100,7 @@ def build(catalog, n_slots: int, k: int, lambda_: float, cap: int):
         "cap": CategoryCap(catalog, max_per_category=cap, k=2 * k, strict=False),
         "exploration": ThompsonExploration(catalog, n_slots=n_slots, k=k, seed=3),
     }
-    return Pipeline(sources, RRFMerger(), stages, k=k)
+    return Pipeline(sources, CandidateMerger(), stages, k=k)
 
 
 CATALOG = make_catalog(60, seed=7)
