@@ -160,7 +160,7 @@ def retrieve_scores(retriever, history: History, pairs: pd.DataFrame) -> pd.Data
     rows_b = torch.repeat_interleave(torch.arange(len(history)), history.lengths)
     scores[rows_b, history.items] = float("-inf")
     b = torch.as_tensor([pos[int(u)] for u in pairs["user_idx"]], dtype=torch.long)
-    it = torch.as_tensor(pairs["item_idx"].to_numpy(), dtype=torch.long)
+    it = torch.as_tensor(pairs["item_idx"].to_numpy(np.int64, copy=True))
     s = scores[b, it]
     rank = (scores[b] > s[:, None]).sum(1)  # items strictly better = 0-based rank
     return pairs.assign(retriever_score=s.numpy().astype(np.float64), retriever_rank=rank.numpy().astype(np.int64))
