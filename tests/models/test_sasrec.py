@@ -1,0 +1,93 @@
+"""SASRec: causality, padding, scoring, and one-epoch Lightning runs with the eval callback."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from recsys.data.history import History
+from recsys.eval.callback import RankingEvalCallback
+from recsys.eval.evaluator import Evaluator
+from recsys.models.sasrec import SASRec
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    return SASRec(n_items=10, max_len=5, dim=8, n_blocks=2, n_heads=2, dropout=0.0, **kw).eval()
+
+
+def test_causal_no_peeking_at_later_items():
+    net = _net()
+    a = torch.tensor([[0, 3, 4, 5, 6]])
+    b = torch.tensor([[0, 3, 4, 9, 1]])  # differs only from position 3 on
+    with torch.no_grad():
+        ha, hb = net(a), net(b)
+    assert torch.allclose(ha[:, :3], hb[:, :3], atol=1e-6)
+    assert not torch.allclose(ha[:, 3:], hb[:, 3:])
+
+
+def test_score_reads_last_max_len_items_and_unshifts_ids():
+    net = _net()
+    h = History.from_lists([0, 1, 2], [[0, 1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6], []])
+    with torch.no_grad():
+        s = net.score(h)
+        manual = net.item_logits(net(torch.tensor([[3, 4, 5, 6, 7]]))[:, -1])  # last 5 items, ids + 1
+    assert s.shape == (3, 10)
+    assert torch.allclose(s[0], manual[0], atol=1e-5)
+    assert torch.allclose(s[0], s[1], atol=1e-5)  # same last 5 items
+    assert torch.isfinite(s[2]).all()  # empty history: no NaN from an all-padding row
+    with pytest.raises(ValueError, match="max_len"):
+        net(torch.ones(1, 6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_one_epoch_on_tiny_with_eval_callback(tiny_dir, loss):
+    from recsys.data.datamodules import SequenceDataModule
+    from recsys.models.lit_sasrec import LitSASRec
+
+    dm = SequenceDataModule(tiny_dir, "loo", max_len=4, batch_size=2)
+    model = LitSASRec(dm.meta, max_len=4, dim=8, n_blocks=1, loss=loss)
+    cb = RankingEvalCallback(Evaluator(ks=(2,), progress=False, device="cpu"), dm.dataset, dm.split)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[cb])
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.fit(model, datamodule=dm)
+    assert "val/ndcg@2" in trainer.callback_metrics and "val/loss" in trainer.callback_metrics
+    assert cb.last_metrics["val/n_users"] == 4  # u3 has no validation item
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_bpr_one_epoch_checkpoint_monitors_val_ndcg(tiny_dir, tmp_path):
+    from recsys.data.datamodules import InteractionDataModule
+    from recsys.models.lit_bpr import LitBPR
+
+    dm = InteractionDataModule(tiny_dir, "loo", batch_size=4, num_negatives=2)
+    model = LitBPR(dm.meta, dim=4)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10", mode="max", save_last=True)
+    cbs = [RankingEvalCallback(Evaluator(ks=(10,), progress=False, device="cpu"), dm.dataset, dm.split), ckpt]
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=cbs)
+    trainer.fit(model, datamodule=dm)
+    assert ckpt.best_model_path and ckpt.best_model_score is not None
+    assert (tmp_path / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_bpr_and_sasrec_beat_popularity_on_ml100k(ml100k, ml100k_split):
+    from recsys.data.datamodules import InteractionDataModule, SequenceDataModule
+    from recsys.models.lit_bpr import LitBPR
+    from recsys.models.lit_sasrec import LitSASRec
+    from recsys.models.pop import Popularity
+
+    ev = Evaluator(ks=(10,), beyond_metrics=(), progress=False, device="cpu")
+    pop = ev.evaluate(Popularity(ml100k.meta).fit(ml100k, ml100k_split), ml100k, ml100k_split, "valid")["val/ndcg@10"]
+    pl.seed_everything(0)
+    runs = [
+        (LitBPR(ml100k.meta, dim=32), InteractionDataModule(ml100k, ml100k_split, batch_size=1024), 3),
+        (LitSASRec(ml100k.meta, max_len=50, dim=32, n_blocks=1), SequenceDataModule(ml100k, ml100k_split, max_len=50), 8),
+    ]
+    for model, dm, epochs in runs:
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(model, datamodule=dm)
+        ndcg = ev.evaluate(model, ml100k, ml100k_split, "valid")["val/ndcg@10"]
+        assert ndcg > pop, (type(model).__name__, ndcg, pop)
