@@ -51,6 +51,7 @@ class TwoStageRanker:
     sparse_features / dense_features: see ``recsys.ranking.features``.
     n_candidates / n_popular / n_random / n_holdout: see ``recsys.ranking.data``.
     max_epochs, batch_size, seed: ranker training.
+    dataset_dir: prepared dataset directory, forwarded to retrievers that take it.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class TwoStageRanker:
         batch_size: int = 512,
         seed: int = 0,
         progress: bool = True,
+        dataset_dir: str | None = None,
     ) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
@@ -76,8 +78,14 @@ class TwoStageRanker:
         self.sparse_features, self.dense_features = list(sparse_features), list(dense_features)
         self.n_candidates, self.n_popular, self.n_random, self.n_holdout = n_candidates, n_popular, n_random, n_holdout
         self.max_epochs, self.batch_size, self.seed, self.progress = max_epochs, batch_size, seed, progress
+        self.dataset_dir = dataset_dir
         self.training = False
         self.fit_stats: dict = {}
+
+    def _new_retriever(self):
+        from recsys.ranking.retrievers import call_with_available
+
+        return call_with_available(self.retriever_factory, meta=self.meta, dataset_dir=self.dataset_dir)
 
     # -- training -------------------------------------------------------------------
     def build_training_data(self, dataset: Dataset, split: Split) -> tuple[pd.DataFrame, RankingTensors]:
@@ -85,7 +93,7 @@ class TwoStageRanker:
         self.features = RankingFeatures(dataset, self.sparse_features, self.dense_features)
         inner, held = holdout_last(split.train, self.n_holdout)
         empty = split.train.iloc[:0]
-        inner_retriever = self.retriever_factory(meta=self.meta).fit(dataset, Split("ranker-inner", inner, empty, empty))
+        inner_retriever = self._new_retriever().fit(dataset, Split("ranker-inner", inner, empty, empty))
         rows, history = training_rows(
             inner_retriever, inner, held, self.meta.n_items, self.n_candidates, self.n_popular, self.n_random, self.seed, self.progress
         )
@@ -102,7 +110,7 @@ class TwoStageRanker:
     def fit(self, dataset: Dataset, split: Split) -> "TwoStageRanker":
         pl.seed_everything(self.seed, workers=True)
         rows, train_t = self.build_training_data(dataset, split)
-        self.retriever = self.retriever_factory(meta=self.meta).fit(dataset, split)
+        self.retriever = self._new_retriever().fit(dataset, split)
         self.context = self.features.fit_context(dataset, split.train)
         self.popularity = self.context.popularity
         _, val_t = self.stage_rows(dataset, split, "valid")
