@@ -1,0 +1,156 @@
+"""API contract tests against the real app over prepared MovieLens-100K (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from omegaconf import OmegaConf
+
+CONFIG = "configs/pipeline/default.yaml"
+
+
+@pytest.fixture(scope="module")
+def state(ml100k_dir, tmp_path_factory):
+    from pathlib import Path
+
+    from recsys.llm.conversation import ConversationParser
+    from recsys.pipeline.recommender import Recommender
+    from recsys.serve.app import ServeState
+    from recsys.serve.feedback_store import FeedbackStore
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = OmegaConf.merge(OmegaConf.load(root / CONFIG), OmegaConf.from_dotlist(["sources.content=null"]))
+    rec = Recommender(ml100k_dir, cfg, split="loo", history="all")
+    store = FeedbackStore(tmp_path_factory.mktemp("fb") / "feedback.sqlite")
+    return ServeState(rec, store, ConversationParser(rec.catalog.categories), max_k=50)
+
+
+@pytest.fixture(scope="module")
+def client(state):
+    from recsys.serve.app import create_app
+
+    return TestClient(create_app(state))
+
+
+def test_health(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["n_items"] == 1349 and h["n_users"] == 943
+    assert "item2item" in h["sources"] and "mmr" in h["stages"]
+
+
+def test_recommend_known_user(client, state):
+    r = client.post("/recommend", json={"user_id": "196", "k": 7})
+    assert r.status_code == 200
+    body = r.json()
+    items = [it["item_idx"] for it in body["items"]]
+    assert len(items) == 7 == len(set(items)) and not body["cold_start"] and len(body["request_id"]) == 32
+    seen = set(state.recommender.contexts.build(state.recommender.contexts.user_idx("196")).history.tolist())
+    assert not seen & set(items)
+    assert body["latency_ms"]["total"] > 0 and "consumed" in body["removed"]
+
+
+def test_unknown_user_gets_cold_start(client):
+    body = client.post("/recommend", json={"user_id": "no-such-user", "k": 5}).json()
+    assert body["cold_start"] and len(body["items"]) == 5
+    assert any("unknown user_id" in w for w in body["warnings"])
+    anon = client.post("/recommend", json={}).json()
+    assert anon["cold_start"] and len(anon["items"]) == 10
+
+
+def test_session_items_and_unknown_session_ids(client):
+    body = client.post("/recommend", json={"session_items": ["1", "nope"], "k": 5}).json()
+    assert body["cold_start"]  # UserContext contract: no user_idx is cold ...
+    assert any("item2item" in it["source"] for it in body["items"])  # ... but the session personalises
+    assert "1" not in [it["item_id"] for it in body["items"]]
+    assert any("nope" in w for w in body["warnings"])
+
+
+def test_constraints_are_honoured(client, state):
+    body = client.post("/recommend", json={"user_id": "1", "k": 10, "constraints": {"include_categories": ["Comedy"],
+                                                                                     "year_min": 1990}}).json()
+    cat = state.recommender.catalog
+    assert body["items"]
+    for it in body["items"]:
+        assert "Comedy" in cat.category_names(it["item_idx"]) and cat.year[it["item_idx"]] >= 1990
+
+
+@pytest.mark.parametrize("payload, needle", [
+    ({"user_id": "1", "k": 10 ** 9}, "less than or equal to 100"),
+    ({"user_id": "1", "k": 0}, "greater than or equal to 1"),
+    ({"user_id": "1", "k": "ten"}, "valid integer"),
+    ({"user_id": "1", "k": 5.5}, "valid integer"),
+    ({"user_id": 196, "k": 5}, "valid string"),
+    ({"user_id": "1", "session_items": "1"}, "valid list"),
+    ({"user_id": "1", "color": "red"}, "Extra inputs"),
+    ({"user_id": "1", "constraints": {"year_min": 2000, "year_max": 1990}}, "year_min"),
+    ({"user_id": "1", "constraints": {"genre": "x"}}, "Extra inputs"),
+])
+def test_bad_requests_get_422_with_a_message(client, payload, needle):
+    r = client.post("/recommend", json=payload)
+    assert r.status_code == 422
+    assert needle in r.text
+
+
+def test_server_max_k_and_malformed_json(client):
+    r = client.post("/recommend", json={"user_id": "1", "k": 80})  # schema allows 100, this server 50
+    assert r.status_code == 422 and "max_k=50" in r.json()["detail"]
+    r = client.post("/recommend", content=b'{"user_id": "1", "k": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.text
+    r = client.post("/feedback", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_similar_items(client):
+    body = client.get("/items/1/similar", params={"k": 4}).json()
+    assert len(body["items"]) == 4 and "1" not in [it["item_id"] for it in body["items"]]
+    assert client.get("/items/999999/similar").status_code == 404
+    assert client.get("/items/1/similar", params={"k": 1000}).status_code == 422
+
+
+def test_feedback_contract_and_effect(client, state):
+    rec = client.post("/recommend", json={"user_id": "42", "k": 5}).json()
+    rid, first = rec["request_id"], rec["items"][0]["item_id"]
+    n0 = state.store.count()
+    ack = client.post("/feedback", json={"request_id": rid, "item_id": first, "event": "impression"}).json()
+    assert ack["acknowledged"] and len(ack["event_ids"]) == 1
+    ack2 = client.post("/feedback/batch", json={"events": [
+        {"request_id": rid, "item_id": first, "event": "skip"},
+        {"request_id": rid, "item_id": rec["items"][1]["item_id"], "event": "rating", "value": 5},
+        {"request_id": rid, "item_id": rec["items"][2]["item_id"], "event": "dwell", "value": 42.0}]}).json()
+    assert len(ack2["event_ids"]) == 3 and state.store.count() == n0 + 4
+    ev = state.store.events()
+    assert ev["event"].tolist()[-4:] == ["impression", "skip", "rating", "dwell"]
+    assert ev["user_id"].tolist()[-1] == "42"  # taken from the served request
+    # the skipped and the rated item are not recommended again
+    again = [it["item_id"] for it in client.post("/recommend", json={"user_id": "42", "k": 20}).json()["items"]]
+    assert first not in again and rec["items"][1]["item_id"] not in again
+
+
+@pytest.mark.parametrize("payload, status", [
+    ({"request_id": "deadbeef", "item_id": "1", "event": "click"}, 404),
+    ({"request_id": "REQ", "item_id": "no-such-item", "event": "click"}, 404),
+    ({"request_id": "REQ", "item_id": "1", "event": "purchase"}, 422),
+    ({"request_id": "REQ", "item_id": "1", "event": "rating"}, 422),
+    ({"request_id": "REQ", "item_id": "1", "event": "rating", "value": 9}, 422),
+    ({"request_id": "REQ", "item_id": "1", "event": "dwell", "value": -3}, 422),
+    ({"request_id": "REQ", "item_id": "1", "event": "click", "value": 1}, 422),
+    ({"request_id": "REQ", "item_id": 1, "event": "click"}, 422),
+])
+def test_bad_feedback(client, state, payload, status):
+    rid = client.post("/recommend", json={"user_id": "3", "k": 2}).json()["request_id"]
+    payload = {k: (rid if v == "REQ" else v) for k, v in payload.items()}
+    n0 = state.store.count()
+    r = client.post("/feedback", json=payload)
+    assert r.status_code == status, r.text
+    assert state.store.count() == n0  # nothing written on a rejected event
+    batch = client.post("/feedback/batch", json={"events": [{"request_id": rid, "item_id": "1", "event": "click"}, payload]})
+    assert batch.status_code == status and state.store.count() == n0  # all or nothing
+
+
+def test_conversation_turns(client):
+    vague = client.post("/conversation", json={"session_id": "s", "message": "hello there"}).json()
+    assert vague["question"] and vague["recommendation"] is None
+    turn = client.post("/conversation", json={"session_id": "s", "message": "something funny, but no horror", "k": 4}).json()
+    assert turn["question"] is None and "Comedy" in turn["constraints"]["include_categories"]
+    assert 0 < len(turn["recommendation"]["items"]) <= 4
+    assert client.post("/conversation", json={"session_id": "s", "message": 5}).status_code == 422
