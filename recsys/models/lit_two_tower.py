@@ -14,6 +14,8 @@ Exactly one owner steps each parameter:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -43,7 +45,7 @@ class LitTwoTower(pl.LightningModule):
 
     def __init__(
         self,
-        meta: DatasetMeta,
+        meta: DatasetMeta | Mapping,
         dataset_dir: str | None = None,
         item_features: ItemFeatures | None = None,
         user_features: UserFeatures | None = None,
@@ -67,7 +69,12 @@ class LitTwoTower(pl.LightningModule):
         eval_batch_items: int = 8192,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["item_features", "user_features"])
+        if isinstance(meta, Mapping):  # from a checkpoint's hyperparameters
+            meta = DatasetMeta(**meta)
+        self.save_hyperparameters(ignore=["item_features", "user_features", "meta"])
+        # Plain types only, so the checkpoint loads with torch.load(weights_only=True); `extra`
+        # (prepare provenance) is not needed to rebuild the model.
+        self.hparams["meta"] = {k: v for k, v in dataclasses.asdict(meta).items() if k != "extra"}
         if item_features is None or user_features is None:
             if dataset_dir is None:
                 raise ValueError("LitTwoTower needs dataset_dir (or item_features and user_features)")
