@@ -1,0 +1,128 @@
+"""The feedback loop: served feedback -> training interactions -> refreshed dataset and models.
+
+    python -m recsys.serve.refresh --dataset-dir data/ml100k --feedback-db outputs/serve/feedback.sqlite \
+        --out-dir data/ml100k-refresh [--retrain "python -m recsys.train experiment=ml100k/two_tower ..."]
+
+1. ``events_to_interactions``: feedback events of known users become
+   interactions in the canonical schema (``value`` on the rating scale):
+   a rating keeps its stars, a click or a long dwell counts as ``click_value``
+   (a positive "watched"), a skip as ``skip_value`` (<= the negative threshold,
+   so the context builder treats it as a dislike); impressions are exposure,
+   not interactions, and are dropped. Duplicate (user, item) events keep the
+   latest.
+2. ``refresh_dataset``: writes a new prepared dataset directory (tables,
+   ``meta.json`` last as the completion marker, the text embeddings copied) in
+   which the new interactions are appended to ``interactions`` and to the
+   training part of every split (valid/test stay untouched, so offline numbers
+   remain comparable). ``meta.extra["refresh"]`` records the last event id
+   consumed, so the next refresh continues from there.
+3. Models: the pipeline's start-up-fitted parts (item-to-item neighbours,
+   popularity, content profiles) refresh when the server or ``Recommender``
+   loads the new directory. Trained models (two-tower, ranker) are fine-tuned
+   by the training entry point on the new directory (``--retrain``, which
+   resumes from their last checkpoint and rebuilds the FAISS index as its own
+   step), so this job never duplicates training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.schema import INTERACTION_COLUMNS, DataError
+
+log = logging.getLogger(__name__)
+
+
+def events_to_interactions(events: pd.DataFrame, click_value: float = 4.0, skip_value: float = 1.0,
+                           dwell_click_s: float = 30.0) -> pd.DataFrame:
+    """Feedback events (``FeedbackStore.events()``) -> interactions (user_idx, item_idx, timestamp, value)."""
+    ev = events[events["user_idx"].notna()].copy()
+    value = pd.Series(np.nan, index=ev.index, dtype="float64")
+    value[ev["event"] == "rating"] = ev.loc[ev["event"] == "rating", "value"]
+    value[ev["event"] == "click"] = click_value
+    value[(ev["event"] == "dwell") & (ev["value"] >= dwell_click_s)] = click_value
+    value[ev["event"] == "skip"] = skip_value
+    ev["value"] = value
+    ev = ev[ev["value"].notna()]
+    out = pd.DataFrame({
+        "user_idx": ev["user_idx"].astype(np.int64), "item_idx": ev["item_idx"].astype(np.int64),
+        "timestamp": ev["created_at"].astype(np.int64), "value": ev["value"].astype(np.float32),
+        "_order": ev["event_id"].astype(np.int64),
+    })
+    out = out.sort_values("_order").drop_duplicates(["user_idx", "item_idx"], keep="last")
+    return out[list(INTERACTION_COLUMNS)].reset_index(drop=True)
+
+
+def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: str | Path, **mapping) -> dict:
+    """Write ``out_dir`` = ``dataset_dir`` + feedback interactions; -> summary dict.
+
+    ``mapping`` goes to :func:`events_to_interactions`. Events already consumed by
+    the refresh that produced ``dataset_dir`` (its ``meta.extra["refresh"]``) are skipped.
+    """
+    from recsys.data.io import load_dataset, load_split, save_dataset, save_split
+    from recsys.serve.feedback_store import FeedbackStore
+
+    src, out = Path(dataset_dir), Path(out_dir)
+    if src.resolve() == out.resolve():
+        raise ValueError(f"refresh writes a new directory; out_dir must differ from {src}")
+    ds = load_dataset(src)
+    since = int(ds.meta.extra.get("refresh", {}).get("last_event_id", 0))
+    store = FeedbackStore(feedback_db)
+    events = store.events(since_id=since)
+    store.close()
+    new = events_to_interactions(events, **mapping)
+    bad = new[(new["item_idx"] >= ds.meta.n_items) | (new["user_idx"] >= ds.meta.n_users)]
+    if len(bad):
+        raise DataError(f"{feedback_db}: {len(bad)} events refer to items/users outside {src} (another dataset?)")
+    # a refreshed rating replaces the old value of the same (user, item)
+    inter = pd.concat([ds.interactions, new], ignore_index=True).drop_duplicates(["user_idx", "item_idx"], keep="last")
+    if out.exists():
+        shutil.rmtree(out)
+    ds.interactions = inter.reset_index(drop=True)
+    ds.meta.n_interactions = int(len(inter))
+    last_id = int(events["event_id"].max()) if len(events) else since
+    ds.meta.extra = {**ds.meta.extra, "refresh": {"from": str(src), "last_event_id": last_id, "new_interactions": int(len(new))}}
+    save_dataset(ds, out, write_meta=False)
+    splits = sorted(p.name for p in (src / "splits").iterdir()) if (src / "splits").is_dir() else []
+    for name in splits:
+        sp = load_split(src, name)
+        held_out = pd.concat([sp.valid, sp.test])[["user_idx", "item_idx"]]
+        keep = ~new.set_index(["user_idx", "item_idx"]).index.isin(held_out.set_index(["user_idx", "item_idx"]).index)
+        sp.train = pd.concat([sp.train, new[keep]], ignore_index=True).drop_duplicates(["user_idx", "item_idx"], keep="last")
+        save_split(sp, out)
+    for f in ("item_text_emb.npy",):
+        if (src / f).exists():
+            shutil.copy2(src / f, out / f)
+    ds.meta.save(out / "meta.json")  # last: the directory is complete
+    summary = {"events": int(len(events)), "new_interactions": int(len(new)), "last_event_id": last_id,
+               "out_dir": str(out), "splits": splits}
+    log.info("refresh: %s", summary)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Turn served feedback into training data and refresh the models.")
+    ap.add_argument("--dataset-dir", required=True)
+    ap.add_argument("--feedback-db", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--retrain", default=None,
+                    help="command that fine-tunes trained models on --out-dir (e.g. recsys.train with resume)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    summary = refresh_dataset(args.dataset_dir, args.feedback_db, args.out_dir)
+    if args.retrain:
+        subprocess.run(args.retrain, shell=True, check=True)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Feedback loop: events -> interactions -> refreshed dataset -> the next recommendations reflect them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from recsys.serve.feedback_store import Event, FeedbackStore
+from recsys.serve.refresh import events_to_interactions, refresh_dataset
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline" / "default.yaml"
+
+
+def test_events_to_interactions_mapping():
+    ev = pd.DataFrame({
+        "event_id": [1, 2, 3, 4, 5, 6, 7, 8],
+        "user_idx": [0, 0, 0, 0, 0, None, 1, 1],
+        "item_idx": [10, 11, 12, 13, 14, 15, 16, 16],
+        "event": ["impression", "click", "rating", "skip", "dwell", "click", "rating", "rating"],
+        "value": [None, None, 2.0, None, 45.0, None, 5.0, 1.0],
+        "created_at": [100.0] * 8,
+    })
+    out = events_to_interactions(ev)
+    # impression dropped, anonymous click dropped, (1, 16) keeps the latest rating
+    assert list(zip(out.user_idx, out.item_idx, out.value)) == [(0, 11, 4.0), (0, 12, 2.0), (0, 13, 1.0), (0, 14, 4.0), (1, 16, 1.0)]
+    short = events_to_interactions(ev.assign(value=[None, None, 2.0, None, 5.0, None, 5.0, 1.0]))
+    assert 14 not in short.item_idx.tolist()  # a 5 s dwell is not a click
+
+
+def share(rec, user_idx, cat_id, k=20):
+    cands, _ = rec.recommend(user_idx, k=k)
+    return float(np.mean([cat_id in rec.catalog.category_ids(int(i)) for i in cands.items]))
+
+
+@pytest.mark.slow
+def test_user_who_rates_a_category_highly_sees_more_of_it_after_one_refresh(ml100k_dir_text, tmp_path):
+    """The real default pipeline (item-to-item, content, popularity; exploration off for a fixed order)."""
+    from recsys.pipeline.recommender import Recommender
+
+    ml100k_dir = ml100k_dir_text
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(["stages.exploration=null"]))
+    before = Recommender(ml100k_dir, cfg, history="all")
+    cat = before.catalog
+    western = cat.category_id("Western")
+    lengths = before.dataset.interactions.groupby("user_idx").size()
+    user = int(lengths.index[lengths.to_numpy() <= 30][0])  # a user with a short history
+    seen = set(before.contexts.build(user).history.tolist())
+    westerns = [i for i in np.argsort(-cat.popularity) if western in cat.category_ids(int(i)) and int(i) not in seen][:8]
+    s0 = share(before, user, western)
+
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store.log_request("req-1", str(before.item_ids and before.dataset.users.user_id[user]), user, westerns)
+    store.append_many([Event("req-1", None, user, int(i), "rating", 5.0) for i in westerns]
+                      + [Event("req-1", None, user, int(westerns[0]), "impression")])
+    summary = refresh_dataset(ml100k_dir, tmp_path / "fb.sqlite", tmp_path / "refreshed")
+    assert summary["new_interactions"] == 8 and summary["last_event_id"] == 9
+
+    after = Recommender(tmp_path / "refreshed", cfg, history="all")
+    assert len(after.dataset.interactions) == len(before.dataset.interactions) + 8
+    assert len(after.split.train) == len(before.split.train) + 8 and after.split.test.equals(before.split.test)
+    s1 = share(after, user, western)
+    assert s1 > s0, (s0, s1)
+    cands, _ = after.recommend(user, k=20)
+    assert not set(cands.items.tolist()) & set(map(int, westerns))  # rated items are now consumed
+
+    # a second refresh from the refreshed directory consumes nothing twice
+    again = refresh_dataset(tmp_path / "refreshed", tmp_path / "fb.sqlite", tmp_path / "refreshed2")
+    assert again["events"] == 0 and again["new_interactions"] == 0
+
+
+def test_refresh_rejects_same_dir(ml100k_dir, tmp_path):
+    with pytest.raises(ValueError, match="new directory"):
+        refresh_dataset(ml100k_dir, tmp_path / "fb.sqlite", ml100k_dir)
