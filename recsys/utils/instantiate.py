@@ -45,4 +45,8 @@ def instantiate_with_data(node: DictConfig, **available):
         params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in available.items() if accepts_any or k in params}
-    return instantiate(node, **kwargs, _recursive_=True)
+    # Build a partial from the config, then call it with the Python objects: passing them
+    # through instantiate() would convert them to OmegaConf nodes (and instantiate any
+    # `_target_` found inside, e.g. the prepare config recorded in DatasetMeta.extra).
+    factory = instantiate(node, _partial_=True)
+    return factory(**kwargs)
