@@ -104,7 +104,9 @@ class RuleExtractor:
         if m := re.search(r"\b(?:in|from) (\d{4})\b(?!s)", text):
             if "year_min" not in out and "year_max" not in out:
                 out["year_min"] = out["year_max"] = int(m.group(1))
-        if m := re.search(r"\b(?:top|only|just)?\s*(\d{1,3}|" + "|".join(_NUMWORDS) + r")\s+(?:movies|films|titles|picks|options|recommendations)\b", text):
+        nouns = r"(?:movies|films|titles|picks|options|recommendations|comedies|dramas|thrillers|westerns|musicals|documentaries|cartoons)"
+        # on the unconsumed message: "three romantic comedies" counts although its genre words were consumed above
+        if m := re.search(r"\b(\d{1,3}|" + "|".join(_NUMWORDS) + r")\s+(?:[\w'-]+\s+){0,2}?" + nouns + r"\b", message.lower()):
             n = m.group(1)
             out["max_results"] = int(n) if n.isdigit() else _NUMWORDS[n]
         return {k: v for k, v in out.items() if v not in ([], None)}

@@ -1,0 +1,62 @@
+"""Message -> Constraints (rules first, validated), clarifying questions, per-session state."""
+
+import pytest
+
+from llm_fakes import ScriptedBackend
+from recsys.llm.conversation import ConversationParser, parse_constraints_json
+from recsys.pipeline.candidates import Constraints
+
+GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+@pytest.mark.parametrize("message,expected", [
+    ("something light from the 90s, no horror",
+     Constraints(include_categories=["Comedy"], exclude_categories=["Horror"], year_min=1990, year_max=1999)),
+    ("top 5 sci-fi movies before 1980", Constraints(include_categories=["Sci-Fi"], year_max=1979, max_results=5)),
+    ("a western from the 1960s but not a musical",
+     Constraints(include_categories=["Western"], exclude_categories=["Musical"], year_min=1960, year_max=1969)),
+    ("films between 1985 and 1990 without thriller", Constraints(exclude_categories=["Thriller"], year_min=1985, year_max=1990)),
+    ('something about "space" but avoid "zombie"', Constraints(must_have_words=["space"], exclude_words=["zombie"])),
+    ("three romantic comedies", Constraints(include_categories=["Romance", "Comedy"], max_results=3)),
+])
+def test_rules(message, expected):
+    t = ConversationParser(GENRES).turn("s", message)
+    assert t.question is None and t.source == "rules"
+    got = t.constraints
+    assert sorted(got.include_categories) == sorted(expected.include_categories)
+    assert got.model_copy(update={"include_categories": []}) == expected.model_copy(update={"include_categories": []})
+
+
+def test_contradiction_and_vagueness_ask_one_question():
+    p = ConversationParser(GENRES)
+    t = p.turn("s", "a comedy, but no comedy")
+    assert t.constraints is None and "comedy" in t.question.lower()
+    t = p.turn("s", "between 1999 and 1990")
+    assert t.constraints is None and "year" in t.question.lower()
+    t = p.turn("s", "hmm, surprise me")
+    assert t.constraints is None and t.question.endswith("?") and t.source == "none"
+
+
+def test_multi_turn_state_per_session():
+    p = ConversationParser(GENRES)
+    p.turn("a", "comedy from the 80s")
+    p.turn("b", "horror")
+    t = p.turn("a", "actually no comedy, something with action")
+    assert t.constraints.include_categories == ["Action"]
+    assert t.constraints.exclude_categories == ["Comedy"] and t.constraints.year_min == 1980
+    assert p.turn("b", "ok").constraints.include_categories == ["Horror"]  # unchanged state is kept
+    t = p.turn("a", "start over: a drama")
+    assert t.constraints == Constraints(include_categories=["Drama"])
+
+
+def test_llm_fallback_json_is_filtered_and_validated():
+    be = ScriptedBackend(texts=['Sure! {"include_categories": ["Drama", "Cyberpunk"], "year_min": 1970, "mood": "sad"}'])
+    t = ConversationParser(GENRES, backend=be).turn("s", "I want to cry tonight")
+    assert t.source == "llm" and t.constraints == Constraints(include_categories=["Drama"], year_min=1970)
+
+
+@pytest.mark.parametrize("text", ["", "no json here", "{broken", '{"include_categories": ["Horror"], "exclude_categories": ["horror"]}',
+                                  '{"year_min": 2000, "year_max": 1990}', "[1, 2]"])
+def test_bad_llm_json_gives_nothing(text):
+    assert parse_constraints_json(text, GENRES) == {}

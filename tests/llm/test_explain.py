@@ -1,0 +1,62 @@
+"""Grounded explanations: hand-made verifier cases, template fallback counted."""
+
+import numpy as np
+
+from llm_fakes import ScriptedBackend, tiny_items
+from recsys.llm.accounting import LLMAccounting
+from recsys.llm.explain import Explainer, Facts, Verifier, core_title
+from recsys.pipeline.candidates import Candidates, UserContext
+
+ITEMS = tiny_items(30)
+FACTS = Facts("Film Number 06 (1986)", 1986, ["Horror", "Drama"], ["Film Number 01 (1981)"], [1981], ["Horror"], 120)
+
+
+def test_core_title():
+    assert core_title("Usual Suspects, The (1995)") == "usual suspects"
+    assert core_title("The Matrix (1999)") == "matrix"
+
+
+def test_verifier_accepts_grounded_sentences():
+    v = Verifier(ITEMS)
+    assert v.check('Since you liked "Film Number 01", this 1986 Horror film watched by 120 users fits you.', FACTS) == []
+    assert v.check("A dark drama you will enjoy.", FACTS) == []
+
+
+def test_verifier_rejects_invented_facts():
+    v = Verifier(ITEMS)
+    assert v.check("", FACTS) == ["empty"]
+    assert any("year 1999" in r for r in v.check("A 1999 classic.", FACTS))
+    assert any("number 5000" in r for r in v.check("Watched by 5000 users.", FACTS))
+    assert any("Comedy" in r for r in v.check("A hilarious comedy.", FACTS))
+    assert any("unknown title" in r for r in v.check('Like "Star Wars", it thrills.', FACTS))
+    assert any("title not in facts" in r for r in v.check("Fans of Film Number 12 will love it.", FACTS))
+    assert v.check("word " * 80, FACTS) == ["too long"]
+
+
+def test_templates_are_grounded():
+    v = Verifier(ITEMS)
+    ex = Explainer(None, ITEMS, item_popularity=np.arange(30) * 10)
+    for item in range(30):
+        for hist in ([], [1, 2, 3], [item]):
+            f = ex.facts(UserContext(history=np.array(hist, dtype=np.int64)), item)
+            assert v.check(f.template(), f) == [], (item, hist, f.template())
+
+
+def test_facts_use_recent_history_sharing_a_category():
+    ex = Explainer(None, ITEMS, max_related=2)
+    f = ex.facts(UserContext(history=np.array([1, 11, 21, 6])), 16)  # 16: Horror; 1, 11, 21: Horror; 6: Horror+Drama
+    assert f.related_titles == [ITEMS.title[6], ITEMS.title[21]]
+    assert f.shared_categories == ["Horror"]
+
+
+def test_ungrounded_llm_sentence_replaced_and_counted():
+    texts = ['You loved "Star Wars" (1977), so watch this.', "A gripping story for you. Extra sentence about 2020."]
+    be = ScriptedBackend(texts=texts)
+    acc = LLMAccounting()
+    c = Candidates(np.array([6, 16, 3]), np.ones(3), np.array(["x"] * 3))
+    out = Explainer(be, ITEMS, top_k=2, accounting=acc)(UserContext(history=np.array([1])), c)
+    assert out.trace["explain"]["ungrounded"] == 1
+    assert out.explanations[1] == "A gripping story for you."  # first sentence kept, grounded
+    assert out.explanations[0] == Explainer(None, ITEMS).facts(UserContext(history=np.array([1])), 6).template()
+    assert len(out.explanations) == 3 and be.calls == [("generate", 2)]
+    assert acc.summary()["llm/explain/ungrounded"] == 1
