@@ -120,9 +120,9 @@ def prepare(
     if text_embeddings:
         import numpy as np
 
-        from recsys.data.text_embed import embed_texts
+        from recsys.data.text_embed import embed_texts_cached
 
-        emb = embed_texts(ds.items["text"].tolist(), batch_size=text_batch_size, progress=True)
+        emb = embed_texts_cached(ds.items["text"].tolist(), batch_size=text_batch_size, progress=True)
         np.save(out / TEXT_EMB_FILE, emb)
     meta = ds.meta
     meta.extra = {

@@ -23,3 +23,17 @@ def test_embeddings_are_normalised_semantic_and_batch_invariant():
 def test_model_is_cached_and_empty_input():
     assert load_model() is load_model()
     assert embed_texts([]).shape == (0, EMBED_DIM)
+
+
+def test_disk_cache_returns_identical_embeddings(tmp_path, monkeypatch):
+    from recsys.data import text_embed
+
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path))
+    texts = ["Toy Story (1995). Genres: Animation, Children's, Comedy.", "Heat (1995). Genres: Action, Crime, Thriller."]
+    first = text_embed.embed_texts_cached(texts)
+    assert len(list((tmp_path / "text_emb").glob("*.npy"))) == 1
+    calls = []
+    monkeypatch.setattr(text_embed, "embed_texts", lambda *a, **k: calls.append(1))
+    np.testing.assert_array_equal(text_embed.embed_texts_cached(texts), first)  # served from disk
+    assert calls == []
+    np.testing.assert_allclose(first, embed_texts(texts), atol=1e-6)  # the module-level original, not the patch
