@@ -4,7 +4,8 @@
     python scripts/run_ranking.py --retriever itemknn   # ItemKNN retriever instead
     python scripts/run_ranking.py -o trainer.max_epochs=4
 
-Runs ``recsys.train.run`` for ``experiment=ml100k/{dlrm,dcn}`` (leave-one-out,
+Composes ``experiment=ml100k/{dlrm,dcn}`` from the real configs and does what
+``recsys.train.run`` does for a fitted recommender (leave-one-out,
 full ranking over all items, consumed items masked), evaluates the same
 fitted serving retriever alone with the same ``Evaluator``, adds the
 ranking-stage AUC on the candidates, and writes ``experiments/ml100k/ranking.md``
@@ -54,20 +55,27 @@ def main() -> None:
 
     import torch
 
+    from hydra.utils import instantiate
+
     from recsys.data.io import load_dataset, load_split
     from recsys.eval.evaluator import Evaluator
-    from recsys.train import run
 
     torch.set_num_threads(args.threads)
-    rows, allm = [], {}
+    rows, allm, fitted = [], {}, None
     for exp, label in [("ml100k/dlrm", "DLRM (dot)"), ("ml100k/dcn", "DCN-v2 (cross)")]:
         t0 = time.perf_counter()
         cfg = compose(exp, RETRIEVERS[args.retriever] + args.override, ROOT / "outputs" / "ranking" / exp.replace("/", "_"))
-        metrics, art = run(cfg)
-        model = art["model"]
-        ds = load_dataset(art["dataset_dir"])
-        sp = load_split(art["dataset_dir"], cfg.data.split.name)
+        dataset_dir = Path(instantiate(cfg.data))
+        ds, sp = load_dataset(dataset_dir), load_split(dataset_dir, cfg.data.split.name)
+        # Build as a partial, then pass meta: handing DatasetMeta to instantiate() makes Hydra
+        # re-instantiate the `_target_` nodes recorded in meta.extra["prepare"].
+        model = instantiate(cfg.model.module, _partial_=True)(meta=ds.meta, dataset_dir=str(dataset_dir))
+        if fitted:  # same seed and split: reuse the first run's retrievers instead of training them again
+            model.use_fitted_retrievers(*fitted)
+        model.fit(ds, sp)
+        fitted = (model.inner_retriever, model.retriever)
         ev = Evaluator(ks=(10,), progress=False)
+        metrics = {**ev.evaluate(model, ds, sp, "valid"), **ev.evaluate(model, ds, sp, "test")}
         if not rows:  # the serving retriever alone, once (both runs fit it with the same seed)
             base = ev.evaluate(model.retriever, ds, sp, "test")
             rows.append((f"{args.retriever} alone", base, {}))
@@ -80,7 +88,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(allm, indent=2, sort_keys=True, default=str))
     lines = [
-        "| stage | NDCG@10 | Recall@10 | MRR@10 | ranking AUC (ranker) | ranking AUC (retriever score) |",
+        "| stage | NDCG@10 | Recall@10 | MRR@10 | ranking AUC (ranker) | ranking AUC (retriever rank) |",
         "|---|---|---|---|---|---|",
     ]
     for name, m, cm in rows:

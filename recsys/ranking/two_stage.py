@@ -80,7 +80,14 @@ class TwoStageRanker:
         self.max_epochs, self.batch_size, self.seed, self.progress = max_epochs, batch_size, seed, progress
         self.dataset_dir = dataset_dir
         self.training = False
+        self.inner_retriever = self.retriever = None
         self.fit_stats: dict = {}
+
+    def use_fitted_retrievers(self, inner, full) -> "TwoStageRanker":
+        """Reuse retrievers already fitted on the inner and the full training part
+        (e.g. by another ranker on the same split) instead of fitting them again."""
+        self.inner_retriever, self.retriever = inner, full
+        return self
 
     def _new_retriever(self):
         from recsys.ranking.retrievers import call_with_available
@@ -93,9 +100,10 @@ class TwoStageRanker:
         self.features = RankingFeatures(dataset, self.sparse_features, self.dense_features)
         inner, held = holdout_last(split.train, self.n_holdout)
         empty = split.train.iloc[:0]
-        inner_retriever = self._new_retriever().fit(dataset, Split("ranker-inner", inner, empty, empty))
+        if self.inner_retriever is None:
+            self.inner_retriever = self._new_retriever().fit(dataset, Split("ranker-inner", inner, empty, empty))
         rows, history = training_rows(
-            inner_retriever, inner, held, self.meta.n_items, self.n_candidates, self.n_popular, self.n_random, self.seed, self.progress
+            self.inner_retriever, inner, held, self.meta.n_items, self.n_candidates, self.n_popular, self.n_random, self.seed, self.progress
         )
         return rows, self.features.transform(rows, history, self.features.fit_context(dataset, inner))
 
@@ -110,7 +118,8 @@ class TwoStageRanker:
     def fit(self, dataset: Dataset, split: Split) -> "TwoStageRanker":
         pl.seed_everything(self.seed, workers=True)
         rows, train_t = self.build_training_data(dataset, split)
-        self.retriever = self._new_retriever().fit(dataset, split)
+        if self.retriever is None:
+            self.retriever = self._new_retriever().fit(dataset, split)
         self.context = self.features.fit_context(dataset, split.train)
         self.popularity = self.context.popularity
         _, val_t = self.stage_rows(dataset, split, "valid")
@@ -159,7 +168,12 @@ class TwoStageRanker:
 
     @torch.no_grad()
     def candidate_metrics(self, dataset: Dataset, split: Split, stage: str = "test") -> dict[str, float]:
-        """Ranking-stage AUC on the candidates (ranker vs the retriever's own score) and candidate recall."""
+        """Ranking-stage AUC on the candidates and candidate recall.
+
+        ``rank_auc`` pools all (user, candidate) rows scored by the ranker;
+        ``retriever_auc`` scores the same rows by minus the retriever's rank (raw
+        retriever scores are not comparable across users, ranks are).
+        """
         from recsys.data.criteo import ctr_metrics
         from recsys.eval.evaluator import stage_prefix
 
@@ -167,7 +181,7 @@ class TwoStageRanker:
         logits = self.ranker.predict_logits(t)
         p = stage_prefix(stage)
         ranker = ctr_metrics(logits, t.labels)
-        retr = ctr_metrics(torch.as_tensor(rows["retriever_score"].to_numpy(np.float32)), t.labels)
+        retr = ctr_metrics(-torch.as_tensor(rows["retriever_rank"].to_numpy(np.float32)), t.labels)
         users_with_target = split.part(stage)["user_idx"].nunique()
         return {
             f"{p}/rank_auc": ranker["auc"], f"{p}/rank_logloss": ranker["logloss"], f"{p}/retriever_auc": retr["auc"],
