@@ -71,8 +71,12 @@ def _chunk(cols: dict[str, np.ndarray], batch_size: int) -> list[dict]:
 class _EpochBatches(IterableDataset):
     """Yields ready-made dict batches; ``make(epoch)`` builds one epoch's batches."""
 
-    def __init__(self, make: Callable[[int], list[dict]], epoch: Callable[[], int]) -> None:
-        self.make, self.epoch = make, epoch
+    def __init__(self, make: Callable[[int], list[dict]], epoch: Callable[[], int], n_batches: int) -> None:
+        self.make, self.epoch, self.n_batches = make, epoch, n_batches
+
+    def __len__(self) -> int:
+        # Known up front, so Lightning shows real progress bars and epoch lengths.
+        return self.n_batches
 
     def __iter__(self) -> Iterator[dict]:
         batches = self.make(self.epoch())
@@ -98,8 +102,9 @@ class _Base(pl.LightningDataModule):
         self._epochs_drawn += 1
         return self._epochs_drawn - 1
 
-    def _loader(self, make: Callable[[int], list[dict]], epoch: Callable[[], int]) -> DataLoader:
-        return DataLoader(_EpochBatches(make, epoch), batch_size=None, num_workers=self.num_workers)
+    def _loader(self, make: Callable[[int], list[dict]], epoch: Callable[[], int], n_rows: int) -> DataLoader:
+        n_batches = -(-n_rows // self.batch_size)
+        return DataLoader(_EpochBatches(make, epoch, n_batches), batch_size=None, num_workers=self.num_workers)
 
 
 class InteractionDataModule(_Base):
@@ -138,11 +143,11 @@ class InteractionDataModule(_Base):
         return _chunk(cols, self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self._batches(self.split.train, e, shuffle=True), self._epoch)
+        return self._loader(lambda e: self._batches(self.split.train, e, shuffle=True), self._epoch, len(self.split.train))
 
     def val_dataloader(self) -> DataLoader:
         # A fixed pseudo-epoch so validation negatives never change between epochs.
-        return self._loader(lambda e: self._batches(self.split.valid, e, shuffle=False), lambda: 2**31)
+        return self._loader(lambda e: self._batches(self.split.valid, e, shuffle=False), lambda: 2**31, len(self.split.valid))
 
 
 class SequenceDataModule(_Base):
@@ -213,11 +218,12 @@ class SequenceDataModule(_Base):
         return _chunk({"user": users, "seq": seq, "target": target}, self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._train_batches, self._epoch)
+        n_rows = int((self.split.train.groupby("user_idx").size() >= 2).sum())
+        return self._loader(self._train_batches, self._epoch, n_rows)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self.eval_batches("valid"), lambda: 0)
+        return self._loader(lambda e: self.eval_batches("valid"), lambda: 0, len(self.split.valid))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self.eval_batches("test"), lambda: 0)
+        return self._loader(lambda e: self.eval_batches("test"), lambda: 0, len(self.split.test))
 

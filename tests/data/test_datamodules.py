@@ -14,8 +14,9 @@ def _all(loader):
 def test_interaction_batches_shapes_and_negatives(tiny_dataset):
     ds, split = tiny_dataset
     dm = InteractionDataModule(ds, split, batch_size=4, num_negatives=3, seed=1)
-    batches = _all(dm.train_dataloader())
-    assert [len(b["user"]) for b in batches] == [4, 4, 2]  # 10 train rows
+    loader = dm.train_dataloader()
+    batches = _all(loader)
+    assert [len(b["user"]) for b in batches] == [4, 4, 2] and len(loader) == 3  # 10 train rows
     b = batches[0]
     assert b["neg_items"].shape == (4, 3) and b["neg_items"].dtype == torch.int64
     assert set(b) == {"user", "item", "neg_items", "timestamp", "value"}
@@ -62,7 +63,9 @@ def test_sample_negatives_avoids_seen_keys():
 def test_sequence_train_batches(tiny_dataset):
     ds, split = tiny_dataset
     dm = SequenceDataModule(ds, split, max_len=3, batch_size=8, seed=0)
-    (b,) = _all(dm.train_dataloader())
+    loader = dm.train_dataloader()
+    (b,) = _all(loader)
+    assert len(loader) == 1 and len(b["user"]) == 4
     rows = {int(u): (s.tolist(), t.tolist(), n.tolist()) for u, s, t, n in zip(b["user"], b["seq"], b["target"], b["neg"])}
     # u4 train items (time order) i5 i6 i1 -> +1: 6 7 2 ; u2 has 1 train item: no training row.
     assert set(rows) == {0, 1, 3, 4}
