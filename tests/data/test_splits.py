@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.splits import check_split, implicit, kcore, leave_one_out, random_ratio, temporal
 
@@ -85,3 +87,34 @@ def test_check_split_detects_overlap(tiny_dataset):
     sp.test = pd.concat([sp.test, sp.train.iloc[:1]], ignore_index=True)
     with pytest.raises(DataError, match="both train and test"):
         check_split(sp)
+
+
+_rows = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 5)), min_size=1, max_size=60)
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["user_idx", "item_idx", "timestamp"]).assign(value=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows)
+def test_loo_properties_on_random_data(rows):
+    inter = _frame(rows)
+    sp = leave_one_out(inter)
+    n = inter.groupby("user_idx").size()
+    assert set(sp.test.user_idx) == set(n[n >= 3].index) == set(sp.valid.user_idx)
+    assert len(sp.train) + len(sp.valid) + len(sp.test) == len(inter)
+    for u, t in zip(sp.test.user_idx, sp.test.timestamp):
+        assert t >= sp.valid[sp.valid.user_idx == u].timestamp.max()
+        assert t >= sp.train[sp.train.user_idx == u].timestamp.max()
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows, st.integers(1, 4))
+def test_kcore_properties_on_random_data(rows, k):
+    inter = _frame(rows)
+    out = kcore(inter, k)
+    if len(out):
+        assert out.groupby("user_idx").size().min() >= k and out.groupby("item_idx").size().min() >= k
+    # A k-core is a fixed point: filtering it again removes nothing.
+    pd.testing.assert_frame_equal(kcore(out, k), out)
