@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -44,7 +44,6 @@ class JobConfig:
     seed: int = 0
     device: str | None = None
     result: str | None = None  # rank 0 writes losses/plan JSON here
-    extra: dict = field(default_factory=dict)
 
 
 def _rank_data(cfg: JobConfig, env: DistEnv) -> dict[str, torch.Tensor]:
@@ -111,15 +110,14 @@ def param_digest(model) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in JobConfig.__dataclass_fields__.values():
-        if f.name in ("sharding", "extra"):
+    optional_types = {"save_at": int}  # fields whose default is None
+    for f in fields(JobConfig):
+        if f.name == "sharding":
             continue
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default) if f.default is not None else str, default=f.default)
+        kind = type(f.default) if f.default is not None else optional_types.get(f.name, str)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     p.add_argument("--sharding", nargs="+", default=None, help="allowed sharding types, e.g. table_wise row_wise")
-    args = vars(p.parse_args(argv))
-    if args["save_at"] is not None:
-        args["save_at"] = int(args["save_at"])
-    cfg = JobConfig(**args)
+    cfg = JobConfig(**vars(p.parse_args(argv)))
     try:
         res = run(cfg)
         if res["rank"] == 0:
