@@ -143,6 +143,8 @@ def main() -> None:
         res["fallbacks"] = int(sum(o.trace["llm_rerank"]["fallback"] for o in outs))
         res["timing"] = timing
         result["llamarec"] = res
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))  # partial results survive a later crash
 
     if "llmrank" in protocols:
         cl = []
@@ -159,7 +161,7 @@ def main() -> None:
             m = ev.evaluate_topk(topk, users, [[t] for t in target], stage="test")
             res[name] = {k: v for k, v in m.items() if "ndcg" in k and not k.endswith("@20")}
         k_all = args.top_n  # expectation of a random order: one relevant item uniform over K positions
-        res["random expectation"] = {f"test/ndcg@{k}": float(sum(1 / np.log2(p + 2) for p in range(k)) / k_all) for k in (1, 5, 10)}
+        res["random expectation"] = {f"test/ndcg@{k}": float(sum(1 / np.log2(p + 2) for p in range(min(k, k_all))) / k_all) for k in (1, 5, 10)}
         res["fallbacks"] = int(sum(o.trace["llm_rerank"]["fallback"] for o in outs))
         res["timing"] = timing
         result["llmrank"] = res
