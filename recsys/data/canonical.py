@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys.data.schema import Dataset, DatasetMeta
+from recsys.data.schema import DataError, Dataset, DatasetMeta
 
 # Age buckets of MovieLens-1M's users.dat (codes 1, 18, 25, 35, 45, 50, 56), applied to
 # raw ages of ML-100K too so both datasets share one vocabulary.
@@ -88,9 +88,9 @@ def finish_users(users: pd.DataFrame) -> pd.DataFrame:
 def build_dataset(interactions: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, name: str, source: str) -> Dataset:
     """Index raw tables contiguously (sorted by original id) and compute the metadata.
 
-    Interactions whose item or user is missing from the item/user table are
-    kept only if both exist; users absent from ``users`` get an "unknown" row,
-    since some datasets (ML-20M) have no user file at all.
+    An interaction whose item is missing from the item table is bad input
+    (``DataError``); users missing from ``users`` get an "unknown" demographic
+    row, since some datasets (ML-20M) have no user file at all.
     """
     interactions = interactions.copy()
     interactions["user_id"] = interactions["user_id"].astype(str)
@@ -101,7 +101,10 @@ def build_dataset(interactions: pd.DataFrame, items: pd.DataFrame, users: pd.Dat
     if len(missing):
         known_users = pd.concat([known_users, pd.DataFrame({"user_id": missing})], ignore_index=True)
     users = finish_users(known_users)
-    interactions = interactions[interactions["item_id"].isin(items["item_id"])]
+    unknown_items = ~interactions["item_id"].isin(items["item_id"])
+    if unknown_items.any():
+        examples = interactions.loc[unknown_items, "item_id"].unique()[:5].tolist()
+        raise DataError(f"{source}: {int(unknown_items.sum())} interactions refer to items missing from the item table, e.g. {examples}")
     user_ids = _id_order(interactions["user_id"])
     item_ids = _id_order(interactions["item_id"])
     items = items.drop_duplicates("item_id").set_index("item_id").loc[item_ids].reset_index()

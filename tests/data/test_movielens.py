@@ -156,6 +156,9 @@ def test_ml1m_reader(tmp_path):
     bad = dict(ML1M, **{"ml-1m/ratings.dat": ML1M["ml-1m/ratings.dat"] + "3::1193\n"})
     with pytest.raises(DataError, match=r"ratings\.dat:5: expected 4 fields"):
         read_ml1m(_zip(tmp_path / "bad.zip", bad))
+    orphan = dict(ML1M, **{"ml-1m/ratings.dat": ML1M["ml-1m/ratings.dat"] + "2::9999::4::978299001\n"})
+    with pytest.raises(DataError, match=r"orphan\.zip: 1 interactions refer to items missing from the item table, e.g. \['9999'\]"):
+        read_ml1m(_zip(tmp_path / "orphan.zip", orphan))
 
 
 def test_ml20m_reader(tmp_path):
