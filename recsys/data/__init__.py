@@ -11,4 +11,6 @@
     text_embed.py   all-MiniLM-L6-v2 item/query embeddings
     prepare.py      read -> filter -> split -> write, cached by config (`python -m recsys.data.prepare`)
     datamodules.py  Lightning DataModules (pairs with negatives; padded sequences)
+    two_tower_data.py  next-item batches for the two-tower model
+    criteo.py       Criteo display-ads format for the DLRM ranker
 """
