@@ -1,0 +1,13 @@
+"""LLM stages over a small candidate set: re-ranking, grounded explanations, conversation.
+
+- ``backends/``: one interface (``generate``, ``score_choices``) for transformers (CPU/GPU),
+  vLLM (GPU, lazily imported) and any OpenAI-compatible server.
+- ``rerank.LLMReranker``: verbalizer (LlamaRec) or listwise re-ranking, permutation
+  averaging (LLMRank), blending with the previous stage; batched via ``rerank_batch``.
+- ``explain.Explainer``: one sentence per item from supplied facts, verified, template fallback.
+- ``conversation.ConversationParser``: message -> ``Constraints`` or a clarifying question.
+- ``accounting.LLMAccounting``: tokens, latency, failures; W&B sample table.
+- ``factory.build_llm_stages``: the stages of one ``configs/llm/*.yaml``.
+
+Nothing heavy is imported here.
+"""
