@@ -33,7 +33,7 @@ def compose_train(overrides: list[str], output_dir: Path, data_dir: Path):
 
 
 def _fast(extra: list[str]) -> list[str]:
-    return ["logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+    return ["logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
             "trainer.enable_progress_bar=false", *extra]
 
 
@@ -96,7 +96,7 @@ def test_killed_run_resumes_to_same_metrics(tmp_path, ml100k_data_root):
 def test_optuna_sweep_two_trials(tmp_path, ml100k_data_root):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "recsys.train", "-m", "hparams_search=bpr_optuna", "experiment=ml100k/bpr",
-           "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=5",
+           "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
            "trainer.enable_progress_bar=false", "hydra.sweeper.n_trials=2",
            f"hydra.sweep.dir={tmp_path}", f"paths.data_dir={ml100k_data_root}"]
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
