@@ -1,6 +1,5 @@
 """Split protocols and filters: no leakage, k-core property, determinism."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
