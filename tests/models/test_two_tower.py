@@ -189,3 +189,24 @@ def test_short_fit_loss_falls_and_scores(tiny):
     for b, g in enumerate([0, 1, 2]):
         own = s[b, g * 10:(g + 1) * 10].mean()
         assert own > s[b].mean()
+
+
+def test_cold_item_is_placed_by_its_content(tiny):
+    """An item with no interactions reaches the right users through the item tower (categories, year, text)."""
+    import pytorch_lightning as pl
+
+    from recsys.data.two_tower_data import TwoTowerDataModule
+
+    inter, items, users, meta, _, _ = tiny
+    cold = 29  # a Drama item of the 2010s: group 2's content
+    inter = inter[inter["item_idx"] != cold].reset_index(drop=True)
+    split = Split("loo", inter, inter.iloc[:0], inter.iloc[:0])
+    dm = TwoTowerDataModule(Dataset(inter, items, users, meta), split, batch_size=32, max_history=5)
+    m = _lit(tiny, temperature=0.2, lr=1e-2, id_dropout=0.5)  # id dropout: the tower must also use content
+    m.set_item_counts(dm.item_counts)
+    pl.Trainer(max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, limit_val_batches=0).fit(m, dm)
+    s = m.score(History.from_interactions(inter, users=np.arange(meta.n_users)))[:, cold]  # (U,)
+    group = np.arange(meta.n_users) % 3
+    assert s[group == 2].mean() > s[group == 0].mean() + 0.1
+    assert s[group == 2].mean() > s[group == 1].mean() + 0.1
