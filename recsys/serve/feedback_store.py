@@ -3,7 +3,9 @@
 An event is acknowledged (``append`` returns its id) only after its
 transaction committed with ``synchronous=FULL``: in WAL mode that fsyncs the
 log on every commit, so an acknowledged event survives a ``kill -9`` of the
-process and a power cut. Writers are serialised by a lock (one connection,
+process and a power cut. (Any committed transaction survives a ``kill -9`` of
+the process alone, since SQLite has written it to the OS; the fsync is for
+power loss.) Writers are serialised by a lock (one connection,
 many server threads); readers (the refresh job, another process) open their
 own connection and see every committed event.
 
@@ -73,9 +75,12 @@ class FeedbackStore:
         with self._lock:
             self._conn.close()
 
-    def _write(self, sql: str, rows: list[tuple]) -> list[int]:
+    def _write(self, sql: str, rows: list[tuple], durable: bool = True) -> list[int]:
         with self._lock:
             cur = self._conn.cursor()
+            # FULL fsyncs the WAL at this commit; NORMAL leaves it to the next FULL commit, which
+            # persists everything before it too (the WAL is one sequential file)
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute("BEGIN IMMEDIATE")
             try:
                 ids = []
@@ -90,9 +95,14 @@ class FeedbackStore:
 
     # ---- writes (return only after commit) -------------------------------------------------
     def log_request(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> None:
-        """Record a served list, so feedback can be checked against (and joined with) it."""
+        """Record a served list, so feedback can be checked against (and joined with) it.
+
+        Not fsynced on its own (it is on the hot path of every recommendation): it becomes
+        durable with the next acknowledged event, which is always later than the request it
+        refers to, so no durable event ever points at a lost request.
+        """
         self._write("INSERT INTO requests VALUES (?, ?, ?, ?, ?)",
-                    [(request_id, user_id, user_idx, json.dumps([int(i) for i in items]), time.time())])
+                    [(request_id, user_id, user_idx, json.dumps([int(i) for i in items]), time.time())], durable=False)
 
     def append(self, event: Event) -> int:
         """Append one event; returns its id once it is durable."""
