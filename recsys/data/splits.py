@@ -103,8 +103,16 @@ def random_ratio(inter: pd.DataFrame, valid_frac: float = 0.1, test_frac: float 
 
 
 def check_split(split: Split) -> None:
-    """Raise ``DataError`` if any (user, item, timestamp) row is in two parts of ``split``."""
-    keys = {p: set(map(tuple, split.part(p)[["user_idx", "item_idx", "timestamp"]].to_numpy().tolist())) for p in ("train", "valid", "test")}
-    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
-        if keys[a] & keys[b]:
-            raise DataError(f"split {split.name!r}: {len(keys[a] & keys[b])} interactions are in both {a} and {b}")
+    """Raise ``DataError`` if any (user, item, timestamp) row is in two parts of ``split``.
+
+    Vectorised (duplicate detection over the concatenated parts, each
+    de-duplicated first) so it is cheap on tens of millions of rows.
+    """
+    cols = ["user_idx", "item_idx", "timestamp"]
+    parts = {p: split.part(p)[cols].drop_duplicates().assign(part=p) for p in ("train", "valid", "test")}
+    both = pd.concat(parts.values(), ignore_index=True)
+    dup = both[both.duplicated(cols, keep=False)]
+    if len(dup):
+        pairs = dup.groupby(cols)["part"].agg(lambda s: " and ".join(sorted(set(s), key=("train", "valid", "test").index)))
+        first = pairs.iloc[0]
+        raise DataError(f"split {split.name!r}: {len(pairs)} interactions are in more than one part (e.g. both {first})")
