@@ -60,9 +60,10 @@ def sweep(index: ItemIndex, queries: np.ndarray, truth: np.ndarray, values: list
 
 
 def evaluate(items: np.ndarray, queries: np.ndarray, index: ItemIndex, k: int = 100,
-             values: list[int] | None = None) -> list[dict]:
-    """Exact top-k as ground truth, then the sweep (or one point) of ``index`` (already built on ``items``)."""
-    truth = exact_topk(items, queries, k)
+             values: list[int] | None = None, truth: np.ndarray | None = None) -> list[dict]:
+    """Exact top-k as ground truth (pass ``truth`` (B, k) positions to reuse it across indices),
+    then the sweep (or one point) of ``index`` (already built on ``items``)."""
+    truth = exact_topk(items, queries, k) if truth is None else truth
     truth = index.id_map[truth] if index.id_map is not None else truth
     return sweep(index, queries, truth, list(values or []))
 
