@@ -29,6 +29,8 @@ VARIANTS = {
     "- MMR, cap, exploration (sources + filters)": ["stages.mmr=null", "stages.category_cap=null", "stages.exploration=null"],
     "- filters": FILTERS,
     "MMR lambda 0.5": ["stages.mmr.lambda_=0.5"],
+    "category cap 2 per 20": ["stages.category_cap.max_per_category=2"],
+    "popularity weight 0.3 in RRF": ["merger.weights.popularity=0.3"],
     "- content source": ["sources.content=null"],
     "- popularity source": ["sources.popularity=null"],
     "item2item only, no stages": ["sources.content=null", "sources.popularity=null", "stages=null"],

@@ -84,3 +84,34 @@ def test_hydra_compose_override_idiom(tiny_dir):
 
     rec = Recommender(tiny_dir, cfg.pipeline, history="test")
     assert "mmr" not in rec.pipeline.stages and "exploration" in rec.pipeline.stages
+
+
+def test_recommend_cli_run(ml100k_dir, tmp_path):
+    """`python -m recsys.recommend user_id=...` composed and run in-process on prepared ML-100K."""
+    from hydra import compose, initialize_config_dir
+
+    from recsys.recommend import run
+
+    with initialize_config_dir(str(CONFIG.parent.parent), version_base="1.3"):
+        cfg = compose("recommend", overrides=[f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k",
+                                              "pipeline.sources.content=null", f"feedback_db={tmp_path / 'fb.sqlite'}",
+                                              "user_id='196'", "k=4", "session_items=['1']",
+                                              "+constraints={exclude_categories:[Comedy]}"])
+    out, objs = run(cfg)
+    rec = objs["recommender"]
+    assert len(out["items"]) == 4 and not out["cold_start"]
+    for it in out["items"]:
+        j = rec.item_idx(it["item_id"])
+        assert "Comedy" not in rec.catalog.category_names(j) and it["item_id"] != "1"
+    assert out["trace"]["removed"]["constraints"] > 0
+    cold, _ = run(compose_cold(ml100k_dir, tmp_path))
+    assert cold["cold_start"] and len(cold["items"]) == 10
+
+
+def compose_cold(ml100k_dir, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG.parent.parent), version_base="1.3"):
+        return compose("recommend", overrides=[f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k",
+                                               "pipeline.sources.content=null", f"feedback_db={tmp_path / 'fb2.sqlite'}",
+                                               "user_id=nobody"])
