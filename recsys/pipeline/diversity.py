@@ -104,8 +104,9 @@ class CategoryCap:
     """Keep at most ``max_per_category`` items of any one category, in order, up to ``k``.
 
     An item counts against each of its categories. With ``strict=False`` a list
-    that the caps leave shorter than ``k`` is topped up with the skipped items
-    in their order (and the trace says so); ``strict=True`` returns it short.
+    that the caps leave shorter than ``k`` is topped up with the skipped items,
+    placed after all the kept ones (and the trace says so); ``strict=True``
+    returns it short.
     """
 
     name = "category_cap"
@@ -130,7 +131,7 @@ class CategoryCap:
         if not self.strict and len(kept) < self.k and skipped:
             top_up = skipped[: self.k - len(kept)]
             cands.trace.setdefault("fallbacks", []).append(f"category_cap: topped up {len(top_up)} capped items")
-            kept = sorted(kept + top_up)
+            kept = kept + top_up  # capped items go after every uncapped one
         counts_removed = cands.trace.setdefault("removed", {})
         counts_removed[self.name] = counts_removed.get(self.name, 0) + len(skipped)
         return cands.take(np.asarray(kept, dtype=np.int64))

@@ -70,5 +70,5 @@ def test_category_cap():
     assert c.trace["removed"]["category_cap"] == 2
     # not strict: topped up with skipped items in their original order
     c2 = Candidates(np.arange(6), np.linspace(1, 0, 6), np.array(["s"] * 6, dtype=object))
-    # cap 1: 0(A) 1 skipped(A) 2 skipped(A) 3(B) 4 -> 3 kept, topped up with 1
-    assert CategoryCap(cat, max_per_category=1, k=4, strict=False)(UserContext(), c2).items.tolist() == [0, 1, 3, 4]
+    # cap 1: 0(A) 1 skipped(A) 2 skipped(A) 3(B) 4 -> 3 kept, topped up with 1 placed last
+    assert CategoryCap(cat, max_per_category=1, k=4, strict=False)(UserContext(), c2).items.tolist() == [0, 3, 4, 1]
