@@ -103,3 +103,13 @@ def test_bad_input(toy, table_model):
         ev().evaluate(table_model(torch.zeros(3, 5)), ds, split, "test")
     with pytest.raises(ValueError, match="NaN"):
         ev().evaluate(table_model(torch.full((3, 6), float("nan"))), ds, split, "test")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(toy, table_model):
+    ds, split = toy
+    model = table_model(torch.randn(3, 6, generator=torch.Generator().manual_seed(2)))
+    cpu = ev().evaluate(model, ds, split, "test")
+    gpu = Evaluator(ks=(1, 3), progress=False, device="cuda").evaluate(model, ds, split, "test")
+    assert gpu == pytest.approx(cpu)

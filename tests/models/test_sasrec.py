@@ -1,5 +1,7 @@
 """SASRec: causality, padding, scoring, and one-epoch Lightning runs with the eval callback."""
 
+import functools
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -82,12 +84,14 @@ def test_bpr_and_sasrec_beat_popularity_on_ml100k(ml100k, ml100k_split):
     pop = ev.evaluate(Popularity(ml100k.meta).fit(ml100k, ml100k_split), ml100k, ml100k_split, "valid")["val/ndcg@10"]
     pl.seed_everything(0)
     runs = [
-        (LitBPR(ml100k.meta, dim=32), InteractionDataModule(ml100k, ml100k_split, batch_size=1024), 3),
-        (LitSASRec(ml100k.meta, max_len=50, dim=32, n_blocks=1), SequenceDataModule(ml100k, ml100k_split, max_len=50), 8),
+        (LitBPR(ml100k.meta, dim=32, optimizer=functools.partial(torch.optim.Adam, lr=5e-3)), InteractionDataModule(ml100k, ml100k_split, batch_size=1024), 3),
+        (LitSASRec(ml100k.meta, max_len=50, dim=32, n_blocks=1, optimizer=functools.partial(torch.optim.Adam, lr=5e-3)),
+         SequenceDataModule(ml100k, ml100k_split, max_len=50), 6),
     ]
     for model, dm, epochs in runs:
         trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
         trainer.fit(model, datamodule=dm)
         ndcg = ev.evaluate(model, ml100k, ml100k_split, "valid")["val/ndcg@10"]
-        assert ndcg > pop, (type(model).__name__, ndcg, pop)
+        # Pop scores ~0.033 here; 3 BPR epochs reach ~0.044, 6 SASRec epochs ~0.07.
+        assert ndcg > pop + 0.005, (type(model).__name__, ndcg, pop)
