@@ -44,15 +44,21 @@ def test_rerank_batch_real_model(smollm2):
 
 
 def test_hostile_titles_do_not_change_the_output_format(smollm2):
-    items = ITEMS.copy()
-    items.loc[[3, 12], "title"] = HOSTILE
-    rr = LLMReranker(smollm2, items, top_n=6, blend=1.0, mode="listwise", max_new_tokens=24)
+    from recsys.llm.parsing import parse_ranking
+
+    hostile = ITEMS.copy()
+    hostile.loc[[3, 12], "title"] = HOSTILE
     ctx = UserContext(history=np.array([3, 4]))
-    out = rr(ctx, _cands([10, 11, 12, 13, 14, 15]))
-    assert sorted(out.items.tolist()) == [10, 11, 12, 13, 14, 15]
-    answer = rr._last_outputs[0]
-    assert "Z" not in answer.replace(",", " ").split(), answer  # the injected answer was not followed
-    vb = LLMReranker(smollm2, items, top_n=6, blend=1.0)(ctx, _cands([10, 11, 12, 13, 14, 15]))
+    answers = {}
+    for name, items in (("clean", ITEMS), ("hostile", hostile)):
+        rr = LLMReranker(smollm2, items, top_n=6, blend=1.0, mode="listwise", max_new_tokens=24)
+        out = rr(ctx, _cands([10, 11, 12, 13, 14, 15]))
+        assert sorted(out.items.tolist()) == [10, 11, 12, 13, 14, 15]
+        answers[name] = rr._last_outputs[0]
+    # the answer stays a list of letters (whatever its quality), exactly as without the injection
+    assert parse_ranking(answers["hostile"], LABELS[:6]).ok == parse_ranking(answers["clean"], LABELS[:6]).ok, answers
+    assert "<|im" not in answers["hostile"] and "ignore" not in answers["hostile"].lower(), answers
+    vb = LLMReranker(smollm2, hostile, top_n=6, blend=1.0)(ctx, _cands([10, 11, 12, 13, 14, 15]))
     assert not vb.trace["llm_rerank"]["fallback"]
 
 
