@@ -38,7 +38,7 @@ def row(name: str, m: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def candidate_recall(gen_sources, merger_caps, ds, split, k=200) -> dict:
+def candidate_recall(gen_sources, merger_caps, weights, ds, split, k=200) -> dict:
     """Recall@k of each source alone and of the merged set, test users, consumed items excluded."""
     from recsys.pipeline.candidates import UserContext
     from recsys.retrieval.merge import CandidateGenerator, CandidateMerger
@@ -46,8 +46,9 @@ def candidate_recall(gen_sources, merger_caps, ds, split, k=200) -> dict:
     hist = split.history_for("test").sort_values(["user_idx", "timestamp"], kind="stable")
     seqs = {u: g["item_idx"].to_numpy() for u, g in hist.groupby("user_idx")}
     targets = dict(zip(split.test["user_idx"], split.test["item_idx"]))
-    gen = CandidateGenerator(gen_sources, CandidateMerger(caps=merger_caps, default_cap=k))
-    hits = {s.name: 0 for s in gen_sources} | {"merged": 0}
+    gen = CandidateGenerator(gen_sources, CandidateMerger(caps=merger_caps, default_cap=k, weights=weights))
+    hits = {s.name: 0 for s in gen_sources} | {"merged": 0, "union": 0}
+    union_sizes = []
     sizes, ms = [], []
     for u, t in targets.items():
         ctx = UserContext(user_idx=int(u), history=seqs.get(u, np.zeros(0, np.int64)))
@@ -56,10 +57,14 @@ def candidate_recall(gen_sources, merger_caps, ds, split, k=200) -> dict:
         ms.append(1000 * (time.perf_counter() - t0))
         sizes.append(len(merged))
         hits["merged"] += int(t in set(merged.items.tolist()))
+        union = gen(ctx, None)  # every capped candidate, no cut at k
+        union_sizes.append(len(union))
+        hits["union"] += int(t in set(union.items.tolist()))
         for s in gen_sources:  # each source alone, asked for the full k
             hits[s.name] += int(t in set(s(ctx, k).items.tolist()))
     n = len(targets)
     return {"recall": {s: h / n for s, h in hits.items()}, "n_users": n, "mean_size": float(np.mean(sizes)),
+            "mean_union_size": float(np.mean(union_sizes)),
             "ms_per_request": float(np.mean(ms))}
 
 
@@ -68,8 +73,9 @@ def main() -> None:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--dataset-dir", required=True)
     p.add_argument("--split", default="loo")
-    p.add_argument("--baselines", default="experiments/ml100k/baselines.json")
+    p.add_argument("--baselines", default="outputs/baselines", help="run dirs of scripts/run_baselines.py")
     p.add_argument("--ablations", default=None, help="JSON list of {name, metrics} rows to add (tuning runs)")
+    p.add_argument("--two-tower-weight", type=float, default=2.0, help="RRF weight of the two-tower list")
     p.add_argument("--out", default="experiments/ml100k/retrieval.md")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -87,20 +93,18 @@ def main() -> None:
     ds, split = load_dataset(a.dataset_dir), load_split(a.dataset_dir, a.split)
     ckpt = next(p for p in [run / "checkpoints" / "best.ckpt", *sorted((run / "checkpoints").glob("epoch_*.ckpt")),
                             run / "checkpoints" / "last.ckpt"] if p.exists())
-    model = LitTwoTower.from_checkpoint(ckpt, dataset_dir=a.dataset_dir).eval()
+    model = LitTwoTower.from_checkpoint(ckpt, trusted=True, dataset_dir=a.dataset_dir).eval()
     ev = Evaluator(ks=KS, metrics=("recall", "ndcg", "mrr"), beyond_metrics=(), progress=False)
     results = {"Two-tower (ours)": ev.evaluate(model, ds, split, "test")}
     knn = ItemKNN(ds.meta).fit(ds, split)
     results = {"Popularity": ev.evaluate(Popularity(ds.meta).fit(ds, split), ds, split, "test"),
                "ItemKNN": ev.evaluate(knn, ds, split, "test"), **results}
-    base = Path(a.baselines)
-    if base.exists():
-        raw = json.loads(base.read_text())
-        for key, name in (("bpr", "BPR-MF"), ("sasrec", "SASRec")):
-            runs = raw.get("results", raw).get(key) if isinstance(raw, dict) else None
-            if runs:
-                first = runs[0] if isinstance(runs, list) else runs
-                results[f"{name} (baselines.json)"] = {k: v for k, v in first.items() if k.startswith("test/")}
+    # Trained baselines from scripts/run_baselines.py runs (their configs; its cutoffs stop at 50).
+    for key, name in (("pop", "Popularity"), ("itemknn", "ItemKNN"), ("bpr", "BPR-MF"), ("sasrec", "SASRec")):
+        for mfile in sorted(Path(a.baselines).glob(f"{key}-seed*/metrics.json")):
+            m = json.loads(mfile.read_text())
+            if "test/ndcg@10" in m:
+                results[f"{name} ({mfile.parent.name}, run_baselines)"] = m
     if a.ablations:
         for r in json.loads(Path(a.ablations).read_text()):
             results[r["name"]] = r["metrics"]
@@ -114,7 +118,8 @@ def main() -> None:
                PopularitySource(split.history_for("test"), ds.meta.n_items, half_life_days=30, item_categories=cats),
                ContentSource(text, cats)]
     caps = {"two_tower": 200, "item2item": 100, "popularity": 50, "content": 50}
-    cand = candidate_recall(sources, caps, ds, split, k=200)
+    weights = {"two_tower": a.two_tower_weight}
+    cand = candidate_recall(sources, caps, weights, ds, split, k=200)
 
     # ANN sweeps on the real item embeddings with the test users' vectors as queries.
     from recsys.data.history import History
@@ -138,11 +143,12 @@ def main() -> None:
              "| Model | " + " | ".join(c for c, _ in COLS) + " |", "|" + "---|" * (len(COLS) + 1)]
     lines += [row(n, m) for n, m in results.items()]
     lines += ["", "## Candidate recall at depth 200 (what later stages start from)", "",
-              f"Caps per source in the merge: {caps}; RRF fusion (k=60); {cand['n_users']} test users; "
+              f"Caps per source in the merge: {caps}; RRF fusion (k=60, weights {weights}); {cand['n_users']} test users; "
               f"mean merged size {cand['mean_size']:.0f}; {cand['ms_per_request']:.1f} ms per request (all sources + merge, one thread).", "",
               "| Candidate set | Recall@200 |", "|---|---|"]
-    lines += [f"| {s} alone | {r:.4f} |" for s, r in cand["recall"].items() if s != "merged"]
-    lines += [f"| **merged** | **{cand['recall']['merged']:.4f}** |", "",
+    lines += [f"| {s} alone | {r:.4f} |" for s, r in cand["recall"].items() if s not in ("merged", "union")]
+    lines += [f"| **merged, top 200** | **{cand['recall']['merged']:.4f}** |",
+              f"| merged, all capped candidates (mean {cand['mean_union_size']:.0f} items) | {cand['recall']['union']:.4f} |", "",
               "## ANN over the two-tower item embeddings", "",
               f"Recall@100 against exact inner-product search, queries = the {len(queries)} users' vectors "
               "(one batched search call; QPS on a shared 2-core CPU, so read them as relative).", "",

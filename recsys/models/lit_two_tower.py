@@ -71,6 +71,7 @@ class LitTwoTower(pl.LightningModule):
         super().__init__()
         if isinstance(meta, Mapping):  # from a checkpoint's hyperparameters
             meta = DatasetMeta(**meta)
+        dataset_dir = str(dataset_dir) if dataset_dir is not None else None  # plain str in the checkpoint
         self.save_hyperparameters(ignore=["item_features", "user_features", "meta"])
         # Plain types only, so the checkpoint loads with torch.load(weights_only=True); `extra`
         # (prepare provenance) is not needed to rebuild the model.
@@ -194,6 +195,11 @@ class LitTwoTower(pl.LightningModule):
         self.log("val/loss", self.loss(batch), batch_size=batch.items.numel())
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **overrides) -> "LitTwoTower":
-        """Loads a checkpoint on CPU; dataset_dir from its hyperparameters (or ``overrides``)."""
-        return cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
+    def from_checkpoint(cls, path: str | Path, trusted: bool = False, **overrides) -> "LitTwoTower":
+        """Loads a checkpoint on CPU; dataset_dir from its hyperparameters (or ``overrides``).
+
+        Checkpoints written by this class hold plain types and load with
+        ``weights_only=True``; ``trusted=True`` allows full unpickling (older
+        checkpoints of your own runs whose hparams held a ``Path``).
+        """
+        return cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=not trusted, **overrides)
