@@ -64,8 +64,14 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> torch.Tensor:
     thr = torch.topk(scores, k, dim=1).values[:, -1:]  # (B, 1)
     above = scores > thr
     equal = scores == thr
-    need = k - above.sum(1, keepdim=True)
-    chosen = above | (equal & (equal.cumsum(1) <= need))  # exactly k per row
+    need = k - above.sum(1, keepdim=True)  # (B, 1) slots left for items equal to t
+    chosen = above | equal
+    # Only rows with more tied items than free slots need the (B, N) cumsum; with
+    # continuous scores that is rare, which keeps memory flat on large catalogues.
+    tied = (equal.sum(1, keepdim=True) > need).squeeze(1).nonzero().squeeze(1)
+    if tied.numel():
+        eq = equal[tied]
+        chosen[tied] = above[tied] | (eq & (eq.cumsum(1, dtype=torch.int32) <= need[tied]))  # exactly k per row
     idx = chosen.nonzero()[:, 1].view(b, k)  # ascending item index within a row
     order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
     return idx.gather(1, order)

@@ -113,3 +113,11 @@ def test_cuda_matches_cpu(toy, table_model):
     cpu = ev().evaluate(model, ds, split, "test")
     gpu = Evaluator(ks=(1, 3), progress=False, device="cuda").evaluate(model, ds, split, "test")
     assert gpu == pytest.approx(cpu)
+
+
+def test_topk_matches_stable_sort_on_random_ties():
+    g = torch.Generator().manual_seed(3)
+    s = torch.randint(0, 4, (50, 40), generator=g).float()  # many ties
+    s[::7] = torch.rand(8, 40, generator=g)  # and some rows without ties
+    ref = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :10]
+    assert torch.equal(topk_deterministic(s, 10), ref)
