@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -39,8 +40,11 @@ def compose(model: str, seed: int, overrides: list[str], out_root: Path):
         cfg = hydra_compose("train", overrides=[f"experiment=ml100k/{model}", f"seed={seed}", *overrides],
                             return_hydra_config=False)
     with open_dict(cfg):
-        # compose() has no Hydra run directory; give each run its own (fresh: no resume).
-        cfg.paths.output_dir = str(out_root / f"{model}-seed{seed}")
+        # compose() has no Hydra run directory; give each run its own, fresh (no resume,
+        # no stale checkpoints of an earlier run of this script).
+        run_dir = out_root / f"{model}-seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cfg.paths.output_dir = str(run_dir)
         cfg.resume = False
     return cfg
 
