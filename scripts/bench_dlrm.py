@@ -78,13 +78,17 @@ def main() -> None:
 
     for i in range(args.warmup):
         step(i)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(args.steps):
         loss = step(args.warmup + i)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     sps = args.steps * args.batch * env.world_size / dt
+    # On a shared CPU box wall time depends on the neighbours; samples per CPU-second of this
+    # process does not (with one thread per process it is the uncontended single-core rate).
+    sps_cpu = args.steps * args.batch / cpu
     res = {
-        "samples_per_s": round(sps, 1), "world_size": env.world_size, "device": str(env.device),
+        "samples_per_s": round(sps, 1), "samples_per_cpu_s_per_proc": round(sps_cpu, 1),
+        "load_avg_1m": os.getloadavg()[0], "world_size": env.world_size, "device": str(env.device),
         "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else platform.processor() or platform.machine(),
         "threads_per_proc": args.threads, "batch_per_proc": args.batch, "tables": f"26 x {args.hash_size} x {args.dim}",
         "embedding_params": n_emb, "dense_params": n_dense, "interaction": args.interaction, "mode": args.mode,
@@ -93,7 +97,7 @@ def main() -> None:
     if env.is_main:
         print(json.dumps(res))
         print(f"| {res['device']} x{env.world_size} | {args.mode} ({', '.join(plan)}) | {args.interaction} | {res['tables']} "
-              f"({n_emb / 1e6:.1f}M emb + {n_dense / 1e6:.2f}M dense) | {args.batch} | fp32 | {args.threads} | {sps:,.0f} |")
+              f"({n_emb / 1e6:.1f}M emb + {n_dense / 1e6:.2f}M dense) | {args.batch} | fp32 | {args.threads} | {sps:,.0f} | {sps_cpu:,.0f} |")
     shutdown()
 
 
