@@ -3,7 +3,7 @@
 The plain model (``recsys.models.dlrm.DLRM``) knows nothing of Lightning;
 this wrapper owns the loss, metrics, logging and optimiser. Unsharded, one
 optimiser (Lightning's) steps every parameter. When the same DLRM is sharded
-with ``recsys.distributed.shard_model``, the fused embedding optimiser owns
+with ``recsys.distributed.sharding.shard_model``, the fused embedding optimiser owns
 the tables instead and the loop there steps only the dense parameters.
 
 Batches: (dense (B, F_d) float32, sparse KeyedJaggedTensor with F keys, labels (B,) float32).
