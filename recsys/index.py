@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
     overrides = {"dataset_dir": cfg.dataset_dir} if cfg.get("dataset_dir") else {}
-    model = LitTwoTower.from_checkpoint(ckpt, **overrides).eval()
+    model = LitTwoTower.from_checkpoint(ckpt, trusted=bool(cfg.get("trusted_checkpoint", False)), **overrides).eval()
     items = model.item_embeddings().cpu().numpy().astype(np.float32)  # (N, D)
     run_dir = run_dir_of(ckpt)
     np.save(run_dir / "item_embeddings.npy", items)
