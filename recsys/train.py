@@ -67,7 +67,12 @@ def fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, o
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    # Our own checkpoints carry DatasetMeta in their hyperparameters: allow exactly that class
+    # rather than switching weights_only off for everything.
+    from recsys.data.schema import DatasetMeta
+
+    with torch.serialization.safe_globals([DatasetMeta]):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {"train/time_s": time.perf_counter() - t0, "train/epochs": trainer.current_epoch}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:

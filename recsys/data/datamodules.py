@@ -10,9 +10,10 @@ Both take ``dataset`` (a ``Dataset`` or a prepared directory) and ``split`` (a
 ``num_workers=0`` by default (the CI box has 2 shared cores).
 
 Negatives are drawn once per epoch from ``numpy.random.default_rng((seed,
-epoch))`` where ``epoch`` is the trainer's ``current_epoch``: the same seed gives
-the same batches, and a run resumed from a checkpoint at epoch k draws exactly
-what an uninterrupted run draws at epoch k.
+epoch))`` where ``epoch`` is the one Lightning passes to the sampler's
+``set_epoch``: the same seed gives the same batches, and a run resumed from a
+checkpoint at epoch k draws exactly what an uninterrupted run draws at epoch k
+(``tests/test_train.py`` kills a run and checks the final metrics match).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
 
 from recsys.data.schema import Dataset, Split
 
@@ -68,22 +70,48 @@ def _chunk(cols: dict[str, np.ndarray], batch_size: int) -> list[dict]:
     return [{k: torch.from_numpy(np.array(v[s : s + batch_size])) for k, v in cols.items()} for s in range(0, n, batch_size)]
 
 
-class _EpochBatches(IterableDataset):
-    """Yields ready-made dict batches; ``make(epoch)`` builds one epoch's batches."""
+class _EpochBatches(TorchDataset):
+    """Map-style: item i is batch i of epoch ``self.epoch``; ``make(epoch)`` builds an epoch's batches once."""
 
-    def __init__(self, make: Callable[[int], list[dict]], epoch: Callable[[], int], n_batches: int) -> None:
-        self.make, self.epoch, self.n_batches = make, epoch, n_batches
+    def __init__(self, make: Callable[[int], list[dict]], n_batches: int, epoch: int = 0) -> None:
+        self.make, self.n_batches, self.epoch = make, n_batches, epoch
+        self._built: tuple[int, list[dict]] | None = None
 
     def __len__(self) -> int:
         # Known up front, so Lightning shows real progress bars and epoch lengths.
         return self.n_batches
 
-    def __iter__(self) -> Iterator[dict]:
-        batches = self.make(self.epoch())
-        info = torch.utils.data.get_worker_info()
-        if info is not None:  # each worker yields a disjoint share of the batches
-            batches = batches[info.id :: info.num_workers]
-        return iter(batches)
+    def __getitem__(self, i: int) -> dict:
+        if self._built is None or self._built[0] != self.epoch:
+            self._built = (self.epoch, self.make(self.epoch))
+        return self._built[1][i]
+
+
+class _EpochSampler(Sampler[int]):
+    """Batch indices 0..n-1 of one epoch, and the epoch they belong to.
+
+    Lightning calls ``set_epoch(k)`` at the start of epoch k, including the first
+    epoch after a resume from a checkpoint, so a resumed run draws what an
+    uninterrupted run draws. The epoch is read when a batch is built, not when
+    the iterator is made: on resume Lightning makes the iterator before it calls
+    ``set_epoch``. Without a trainer, each new pass advances the epoch.
+    """
+
+    def __init__(self, batches: _EpochBatches, start_epoch: int) -> None:
+        self.batches, self._next, self._driven = batches, start_epoch, False
+        batches.epoch = start_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self._driven = True
+        self.batches.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self._driven:
+            self.batches.epoch, self._next = self._next, self._next + 1
+        return iter(range(len(self.batches)))
 
 
 class _Base(pl.LightningDataModule):
@@ -94,17 +122,16 @@ class _Base(pl.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self._epochs_drawn = 0
 
-    def _epoch(self) -> int:
-        """The trainer's epoch when attached (resume-safe), else a local counter."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            return int(trainer.current_epoch)
-        self._epochs_drawn += 1
-        return self._epochs_drawn - 1
-
-    def _loader(self, make: Callable[[int], list[dict]], epoch: Callable[[], int], n_rows: int) -> DataLoader:
+    def _loader(self, make: Callable[[int], list[dict]], n_rows: int, fixed_epoch: int | None = None) -> DataLoader:
+        """A loader of ready-made batches. Training loaders follow the epoch (see ``_EpochSampler``);
+        evaluation loaders pass ``fixed_epoch`` so their batches never change."""
         n_batches = -(-n_rows // self.batch_size)
-        return DataLoader(_EpochBatches(make, epoch, n_batches), batch_size=None, num_workers=self.num_workers)
+        if fixed_epoch is not None:
+            return DataLoader(_EpochBatches(make, n_batches, fixed_epoch), batch_size=None, num_workers=self.num_workers)
+        batches = _EpochBatches(make, n_batches)
+        sampler = _EpochSampler(batches, start_epoch=self._epochs_drawn)
+        self._epochs_drawn += 1  # outside Lightning, each new loader is the next epoch
+        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
 
 class InteractionDataModule(_Base):
@@ -143,11 +170,11 @@ class InteractionDataModule(_Base):
         return _chunk(cols, self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self._batches(self.split.train, e, shuffle=True), self._epoch, len(self.split.train))
+        return self._loader(lambda e: self._batches(self.split.train, e, shuffle=True), len(self.split.train))
 
     def val_dataloader(self) -> DataLoader:
         # A fixed pseudo-epoch so validation negatives never change between epochs.
-        return self._loader(lambda e: self._batches(self.split.valid, e, shuffle=False), lambda: 2**31, len(self.split.valid))
+        return self._loader(lambda e: self._batches(self.split.valid, e, shuffle=False), len(self.split.valid), fixed_epoch=2**31)
 
 
 class SequenceDataModule(_Base):
@@ -219,11 +246,11 @@ class SequenceDataModule(_Base):
 
     def train_dataloader(self) -> DataLoader:
         n_rows = int((self.split.train.groupby("user_idx").size() >= 2).sum())
-        return self._loader(self._train_batches, self._epoch, n_rows)
+        return self._loader(self._train_batches, n_rows)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self.eval_batches("valid"), lambda: 0, len(self.split.valid))
+        return self._loader(lambda e: self.eval_batches("valid"), len(self.split.valid), fixed_epoch=0)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(lambda e: self.eval_batches("test"), lambda: 0, len(self.split.test))
+        return self._loader(lambda e: self.eval_batches("test"), len(self.split.test), fixed_epoch=0)
 

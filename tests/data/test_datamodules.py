@@ -48,8 +48,9 @@ def test_interaction_epoch_follows_trainer(tiny_dataset):
     for _ in range(3):
         expected = _all(fresh.train_dataloader())[0]
     resumed = InteractionDataModule(ds, split, batch_size=16, seed=3)
-    resumed.trainer = type("T", (), {"current_epoch": 2})()
-    assert torch.equal(_all(resumed.train_dataloader())[0]["neg_items"], expected["neg_items"])
+    loader = resumed.train_dataloader()
+    loader.sampler.set_epoch(2)  # what Lightning does at the start of epoch 2 after a resume
+    assert torch.equal(_all(loader)[0]["neg_items"], expected["neg_items"])
 
 
 def test_sample_negatives_avoids_seen_keys():
