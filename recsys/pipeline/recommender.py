@@ -6,7 +6,7 @@ the pipeline from its config, handing data-derived objects to the sources and
 stages that ask for them by constructor name (see :func:`build_pipeline`):
 
     catalog, items_table, interactions, n_items, item_categories, text_emb,
-    emb (item embeddings for item-to-item neighbours), dataset, split, meta
+    emb (item embeddings for item-to-item neighbours), dataset, split, meta, dataset_dir
 
 ``history`` selects what counts as the users' past: ``all`` interactions
 (serving), or ``valid``/``test`` (offline evaluation: train, or train+valid,
@@ -68,7 +68,8 @@ class Recommender:
         self.objects = dict(
             catalog=self.catalog, items_table=items, interactions=inter, n_items=n,
             item_categories=[list(c) for c in items["categories"]], text_emb=self.text_emb, emb=self.text_emb,
-            dataset=self.dataset, split=self.split, meta=self.dataset.meta, **(objects or {}),
+            dataset=self.dataset, split=self.split, meta=self.dataset.meta, dataset_dir=self.dataset_dir,
+            **(objects or {}),
         )
         self.pipeline: Pipeline = build_pipeline(pipeline, **self.objects)
 
@@ -131,3 +132,30 @@ def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbo
     model = ItemKNN(dataset.meta, k=k, shrink=shrink).fit(dataset, split)
     return ItemToItemSource.from_similarity(model.sim, n_neighbours=n_neighbours, n_seeds=n_seeds,
                                             recency_decay=recency_decay, name=name)
+
+
+def two_tower_source(run_dir: str, index_kind: str = "ivf_flat", checkpoint: str = "last.ckpt", trusted: bool = False,
+                     nprobe: int | None = None, dataset_dir=None, name: str = "two_tower"):
+    """Two-tower ANN source from a training run's artifacts (``recsys.train`` + ``recsys.index``).
+
+    Reads ``<run_dir>/checkpoints/<checkpoint>`` (the LitTwoTower, user tower at request time)
+    and ``<run_dir>/index/<index_kind>/`` (the FAISS index over its item embeddings).
+    ``dataset_dir`` (injected) must be the prepared dataset the run was trained on: the item
+    count is checked so an index from another catalogue fails here, not with wrong items.
+    """
+    from recsys.models.lit_two_tower import LitTwoTower
+    from recsys.retrieval.index import ItemIndex
+    from recsys.retrieval.sources import TwoTowerSource
+
+    run = Path(run_dir)
+    ckpt, idx = run / "checkpoints" / checkpoint, run / "index" / index_kind
+    for p in (ckpt, idx / "index.faiss"):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: not found; train with recsys.train and index with "
+                                    f"`python -m recsys.index ckpt={ckpt} index={index_kind}`")
+    overrides = {"dataset_dir": str(dataset_dir)} if dataset_dir is not None else {}
+    model = LitTwoTower.from_checkpoint(ckpt, trusted=trusted, **overrides).eval()
+    index = ItemIndex.load(idx, device="cpu")
+    if nprobe is not None:
+        index.set_search_params(nprobe=nprobe)
+    return TwoTowerSource(model, index, name=name)
