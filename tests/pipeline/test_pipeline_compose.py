@@ -115,3 +115,10 @@ def compose_cold(ml100k_dir, tmp_path):
         return compose("recommend", overrides=[f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k",
                                                "pipeline.sources.content=null", f"feedback_db={tmp_path / 'fb2.sqlite'}",
                                                "user_id=nobody"])
+
+
+def test_two_tower_source_without_artifacts_says_what_to_run(tmp_path):
+    from recsys.pipeline.recommender import two_tower_source
+
+    with pytest.raises(FileNotFoundError, match="recsys.index"):
+        two_tower_source(str(tmp_path / "no-run"))
