@@ -23,5 +23,11 @@ def test_report_for_pop_and_itemknn(tmp_path, ml100k_data_root):
     pop = results["pop"][0]
     assert f"{pop['test/ndcg@10']:.4f}" in text  # the table shows the measured number
     assert 0.015 < pop["test/ndcg@10"] < 0.04  # Pop on ML-100K leave-one-out, full ranking
-    assert json.loads(out.with_suffix(".json").read_text())["itemknn"][0]["test/n_users"] == 943
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["results"]["itemknn"][0]["test/n_users"] == 943 and record["seeds"] == [42]
+    assert "items" in text and "same timestamp" in text
     assert (tmp_path / "runs" / "itemknn-seed42" / "metrics.json").exists()
+    # The report can be rewritten from the JSON without training.
+    again = tmp_path / "again.md"
+    _load().main(["--from-json", str(out.with_suffix(".json")), "--out", str(again), "--runs-dir", str(tmp_path / "runs")])
+    assert again.read_text().split("Machine:")[0] == text.split("Machine:")[0]
