@@ -166,7 +166,7 @@ class RankingFeatures:
         missing = [c for c in CANDIDATE_COLUMNS if c not in rows.columns]
         if missing:
             raise ValueError(f"candidate rows lack columns {missing}")
-        labels = torch.as_tensor(rows["label"].to_numpy(np.float32)) if "label" in rows else torch.zeros(len(rows))
+        labels = torch.tensor(rows["label"].to_numpy(np.float32)) if "label" in rows else torch.zeros(len(rows))
         sparse = {f: (torch.as_tensor(v), torch.as_tensor(l)) for f, (v, l) in self._sparse(rows).items()}
         return RankingTensors(torch.as_tensor(self._dense(rows, history, ctx)), sparse, labels)
 
