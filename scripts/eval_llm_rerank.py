@@ -66,6 +66,9 @@ def main() -> None:
                     help="LlamaRec protocol: call the LLM only for users whose target is in the top-n; the others "
                          "score 0 under every order of the same top-n, so their metrics are unchanged (exact, cheaper)")
     ap.add_argument("--out", default="experiments/ml100k/llm_rerank.json")
+    ap.add_argument("--llm", default=None, help="a configs/llm/*.yaml choice (e.g. vllm, openai) instead of CPU SmolLM2")
+    ap.add_argument("--explain-users", type=int, default=3, help="'explain' protocol: users whose top items are explained")
+    ap.add_argument("--explain-k", type=int, default=3, help="items explained per user by the LLM")
     args = ap.parse_args()
 
     import torch
@@ -101,7 +104,14 @@ def main() -> None:
     retrieve_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    backend = TransformersBackend(device=args.device, num_threads=args.threads, batch_size=args.batch_size)
+    if args.llm:  # the GPU box: same protocol, backend from configs/llm/<name>.yaml
+        from hydra import compose, initialize_config_dir
+        from hydra.utils import instantiate
+
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs" / "llm"), version_base="1.3"):
+            backend = instantiate(compose(args.llm).backend)
+    else:
+        backend = TransformersBackend(device=args.device, num_threads=args.threads, batch_size=args.batch_size)
     load_s = time.perf_counter() - t0
     acc = LLMAccounting()
     rr = LLMReranker(backend, ds.items, top_n=args.top_n, blend=1.0, n_permutations=args.permutations,
@@ -182,6 +192,26 @@ def main() -> None:
         res["fallbacks"] = int(sum(o.trace["llm_rerank"]["fallback"] for o in outs))
         res["timing"] = timing
         result["llmrank"] = res
+
+    if "explain" in protocols:
+        from recsys.llm.explain import Explainer
+        from recsys.eval.evaluator import item_counts
+
+        pop = item_counts(split.train, n_items).numpy()
+        ex = Explainer(backend, ds.items, item_popularity=pop, top_k=args.explain_k, accounting=acc)
+        n = min(args.explain_users, len(users))
+        cl = [Candidates(top_i[b, : args.explain_k].numpy(), top_s[b, : args.explain_k].numpy(),
+                         np.array(["itemknn"] * args.explain_k)) for b in range(n)]
+        t = time.perf_counter()
+        outs = ex.explain_batch(ctxs[:n], cl)
+        dt = time.perf_counter() - t
+        result["explain"] = {
+            "users": n, "llm_sentences": n * args.explain_k,
+            "ungrounded": int(sum(o.trace["explain"]["ungrounded"] for o in outs)),
+            "reasons": [o.trace["explain"]["reasons"] for o in outs],
+            "explanations": [[f"{ds.items.title[int(i)]}: {e}" for i, e in zip(o.items, o.explanations)] for o in outs],
+            "latency_s_per_sentence": dt / max(1, n * args.explain_k),
+        }
 
     result["accounting"] = acc.summary()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

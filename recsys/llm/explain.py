@@ -61,11 +61,11 @@ class Facts:
         if self.year > 0:
             lines.append(f"Year: {self.year}")
         if self.categories:
-            lines.append("Genres: " + ", ".join(self.categories))
+            lines.append("Genres: " + ", ".join(escape_text(c, 30) for c in self.categories))
         if self.related_titles:
             lines.append("The user watched: " + ", ".join(f'"{escape_text(t)}"' for t in self.related_titles))
         if self.shared_categories:
-            lines.append("Shared genres: " + ", ".join(self.shared_categories))
+            lines.append("Shared genres: " + ", ".join(escape_text(c, 30) for c in self.shared_categories))
         if self.popularity is not None:
             lines.append(f"Watched by {self.popularity} users")
         user = "<facts>\n" + "\n".join(lines) + "\n</facts>\nWrite one sentence saying why the user may like the recommended movie."
@@ -131,12 +131,40 @@ class Verifier:
         for n in _NUM.findall(rest_no_years):
             if n.replace(",", "") not in nums and n not in ("1", "one"):
                 reasons.append(f"number {n} not in facts")
+        if s[-1] not in '.!?"”':  # cut off by the token budget
+            reasons.append("incomplete sentence")
+        words = re.findall(r"[a-z']+", low)
+        grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+        if len(grams) != len(set(grams)):
+            reasons.append("repetitive")
+        reasons += self._unknown_names(s, [facts.title, *facts.related_titles])
         allowed_cats = {c.lower() for c in [*facts.categories, *facts.shared_categories]}
         for c in self.categories:
             cl = c.lower()
             if cl not in allowed_cats and re.search(r"(?<!\w)" + re.escape(cl) + r"(?!\w)", rest):
                 reasons.append(f"category {c!r} not in facts")
         return reasons
+
+
+    def _unknown_names(self, sentence: str, titles: list[str]) -> list[str]:
+        """Capitalised words (people, places, studios) that are neither in a fact title nor a genre.
+
+        Small models invent directors and actors ("starring Michael Jackson"); the facts never
+        name people, so any proper noun outside the supplied titles is ungrounded.
+        """
+        t = _QUOTED.sub(" ", sentence)
+        for title in titles:
+            for form in {re.sub(r"\s*\(\d{4}\)\s*$", "", title), core_title(title)}:
+                if form:
+                    t = re.sub(re.escape(form), " ", t, flags=re.I)
+        for c in self.categories:
+            t = re.sub(r"(?<!\w)" + re.escape(c) + r"(?!\w)", " ", t, flags=re.I)
+        words = re.findall(r"[A-Za-z][\w'-]*", t)
+        return [f"name not in facts {w!r}" for w in words[1:] if w[0].isupper() and w.lower() not in _COMMON]
+
+
+_COMMON = {"the", "a", "an", "this", "it", "its", "you", "your", "if", "since", "because", "and", "as", "recommended",
+           "fans", "movie", "film", "i", "we", "like", "both", "watch", "watched", "users", "also"}
 
 
 class Explainer:

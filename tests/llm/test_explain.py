@@ -60,3 +60,12 @@ def test_ungrounded_llm_sentence_replaced_and_counted():
     assert out.explanations[0] == Explainer(None, ITEMS).facts(UserContext(history=np.array([1])), 6).template()
     assert len(out.explanations) == 3 and be.calls == [("generate", 2)]
     assert acc.summary()["llm/explain/ungrounded"] == 1
+
+
+def test_verifier_rejects_invented_names_truncation_and_loops():
+    v = Verifier(ITEMS)
+    assert any("Michael" in r for r in v.check("A horror story starring Michael Jackson.", FACTS))
+    assert any("British" in r for r in v.check('"Film Number 06" by a British director.', FACTS))
+    assert "incomplete sentence" in v.check("A horror film that is immersive and", FACTS)
+    assert "repetitive" in v.check("It is a dark horror film and it is a dark horror film.", FACTS)
+    assert v.check('"Film Number 06", The Horror film Film Number 01 fans liked.', FACTS) == []
