@@ -151,7 +151,20 @@ class _Accumulator:
 
 
 class Evaluator:
-    """Full-ranking (or, on request, sampled) top-K evaluation; see the module docstring."""
+    """Full-ranking (or, on request, sampled) top-K evaluation; see the module docstring.
+
+    Args:
+        ks: cut-offs K; lists of max(ks) items are built once and cut.
+        metrics: ranking metrics (``recsys.eval.metrics.METRICS``).
+        beyond_metrics: coverage, ILD, novelty, popularity; each is skipped when
+            its input is missing (no categories, no embeddings).
+        protocol: ``full`` (default) or ``sampled`` with ``num_negatives`` negatives.
+        batch_size: users scored per ``model.score`` call (memory is B x N floats).
+        seed: the sampled protocol's negative draw.
+        device: where masks/top-K run; None = cuda when available, else cpu.
+        item_embeddings: (N, D) array or ``.npy`` path for embedding ILD.
+        progress: tqdm bar over batches.
+    """
 
     def __init__(
         self,

@@ -64,13 +64,13 @@ def test_bpr_one_epoch_checkpoint_monitors_val_ndcg(tiny_dir, tmp_path):
 
     dm = InteractionDataModule(tiny_dir, "loo", batch_size=4, num_negatives=2)
     model = LitBPR(dm.meta, dim=4)
-    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10", mode="max", save_last=True)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/ndcg@10", mode="max", save_last=True)
     cbs = [RankingEvalCallback(Evaluator(ks=(10,), progress=False, device="cpu"), dm.dataset, dm.split), ckpt]
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, callbacks=cbs)
     trainer.fit(model, datamodule=dm)
     assert ckpt.best_model_path and ckpt.best_model_score is not None
-    assert (tmp_path / "last.ckpt").exists()
+    assert (tmp_path / "ckpt" / "last.ckpt").exists()
 
 
 @pytest.mark.slow
