@@ -8,8 +8,9 @@ Composes ``experiment=ml100k/{dlrm,dcn}`` from the real configs and does what
 ``recsys.train.run`` does for a fitted recommender (leave-one-out,
 full ranking over all items, consumed items masked), evaluates the same
 fitted serving retriever alone with the same ``Evaluator``, adds the
-ranking-stage AUC on the candidates, and writes ``experiments/ml100k/ranking.md``
-plus a JSON of every metric beside it.
+ranking-stage AUC on the candidates, prints the markdown table (pasted into
+``experiments/ml100k/ranking.md`` with the discussion) and writes every metric to
+the JSON named by ``--out`` (``.md`` replaced by ``.json``).
 """
 
 from __future__ import annotations
