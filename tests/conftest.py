@@ -103,28 +103,13 @@ def tiny_dir(tmp_path, tiny_dataset):
 
 
 def prepare_from_config(data: str, data_dir, overrides: list[str] = ()):
-    """Compose ``configs/prepare.yaml`` with ``data=<data>`` and instantiate it into ``data_dir``.
-
-    Exactly what ``python -m recsys.data.prepare data=<data>`` and ``recsys.train`` do, so the
-    result carries the same cache key and training configs reuse it instead of preparing again.
-    """
-    from pathlib import Path
-
+    """``recsys.data.prepare.prepare_from_config`` on one thread (session fixtures run before the autouse one)."""
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
 
-    torch.set_num_threads(1)  # session fixtures run before the autouse one
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("prepare", overrides=[f"data={data}", *overrides])
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.data_dir = str(data_dir)
-    return Path(instantiate(cfg.data))
+    from recsys.data.prepare import prepare_from_config as _prepare
+
+    torch.set_num_threads(1)
+    return _prepare(data, data_dir, overrides)
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,30 @@ def prepare(
     return out
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def prepare_from_config(data: str, data_dir, overrides=()) -> Path:
+    """Compose ``configs/prepare.yaml`` with ``data=<data>`` and prepare it into ``data_dir``.
+
+    Exactly what ``python -m recsys.data.prepare data=<data>`` and ``recsys.train`` do, so the
+    result carries the same cache key and training runs reuse it instead of preparing again.
+    For scripts and tests that need a prepared dataset without a Hydra run.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("prepare", overrides=[f"data={data}", *overrides])
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+    return Path(instantiate(cfg.data))
+
+
 def main() -> None:
     """Hydra entry point: ``python -m recsys.data.prepare data=<name>``."""
     import hydra

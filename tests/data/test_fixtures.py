@@ -38,7 +38,7 @@ def test_ml100k_text_fixture_matches_training_config(ml100k_data_root, ml100k_di
     """The fixture is cached under the key the real config computes: preparing again is a no-op."""
     import time
 
-    from conftest import prepare_from_config
+    from recsys.data.prepare import prepare_from_config
     from recsys.data.io import load_text_embeddings
 
     emb = load_text_embeddings(ml100k_dir_text)
