@@ -64,7 +64,7 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     from recsys.pipeline.pipeline import Pipeline
     from recsys.pipeline.rank import DLRMRankStage, ranker_cardinalities
     from recsys.retrieval.index import ItemIndex
-    from recsys.pipeline.merge import RRFMerger
+    from recsys.retrieval.merge import CandidateMerger
     from recsys.retrieval.sources import ContentSource, PopularitySource
 
     raw = data_dir / f"synthetic-bench-{n_items}-{n_users}-{n_inter}-s{seed}"
@@ -88,7 +88,7 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     timings["index_build_s"] = time.perf_counter() - t
     sources = {"ann": ContentSource(catalog.embeddings, index=index, name="ann"),
                "popularity": _PrecomputedPopularity(PopularitySource(inter, n_items, name="popularity"))}
-    merger = RRFMerger(caps={"ann": 700, "popularity": 300})
+    merger = CandidateMerger(caps={"ann": 700, "popularity": 300})
     torch.manual_seed(seed)
     dlrm = build_dlrm(ranker_cardinalities(len(users), n_items, len(catalog.categories)), num_dense_features=1 + 2 * len(sources),
                       embedding_dim=16)

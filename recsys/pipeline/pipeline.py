@@ -1,7 +1,7 @@
 """The multi-stage recommender: candidate sources, a merger, then stages in order.
 
     ctx -> sources (each ~N_s candidates) -> merger (dedupe, fuse, ~1,000;
-           ``recsys.pipeline.merge.RRFMerger``: reciprocal-rank fusion)
+           ``recsys.retrieval.merge.CandidateMerger``: reciprocal-rank fusion)
         -> stages[0] -> stages[1] -> ... -> head(k)
 
 A source is a plain object with a ``name`` and ``__call__(ctx, k) -> Candidates``
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 
 from recsys.pipeline.candidates import Candidates, UserContext
-from recsys.pipeline.merge import RRFMerger
+from recsys.retrieval.merge import CandidateMerger
 
 
 class Pipeline:
@@ -113,5 +113,5 @@ def build_pipeline(cfg, **objects) -> Pipeline:
         cfg = OmegaConf.create(cfg)
     sources = {n: make(s) for n, s in (cfg.get("sources") or {}).items()}
     stages = {n: make(s) for n, s in (cfg.get("stages") or {}).items()}
-    merger = make(cfg.merger) if cfg.get("merger") is not None else RRFMerger()
+    merger = make(cfg.merger) if cfg.get("merger") is not None else CandidateMerger()
     return Pipeline(sources, merger, stages, k=int(cfg.get("k", 10)), per_source=int(cfg.get("per_source", 300)))
