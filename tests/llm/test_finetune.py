@@ -107,3 +107,50 @@ def test_adapter_round_trip_gives_identical_scores(tuned, smollm2, ml100k, tmp_p
     np.testing.assert_array_equal(smollm2.score_choices(prompts, labels), zero_before)  # base model untouched
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_adapter(smollm2, tmp_path)
+
+
+def test_verbalizer_loss_is_restricted_to_candidate_letters():
+    """Hand-computed: letter logits (0, 0, ln 2) and a huge non-letter logit; target B -> loss = ln 4."""
+    import math
+    import types
+
+    import torch
+
+    from llm_fakes import tiny_items
+    from recsys.llm.finetune import RankExample
+
+    class FakeBackend:
+        def _encode(self, prompts):
+            return {"input_ids": torch.zeros(len(prompts), 3, dtype=torch.long)}
+
+        def label_token_ids(self, labels):
+            return [5, 6, 7][: len(labels)]
+
+    def model(input_ids, logits_to_keep):
+        assert logits_to_keep == 1
+        row = torch.full((10,), -5.0)
+        row[[5, 6, 7]] = torch.tensor([0.0, 0.0, math.log(2.0)])
+        row[0] = 100.0  # not a candidate letter: must not count
+        return types.SimpleNamespace(logits=row.expand(len(input_ids), 1, 10))
+
+    ex = [RankExample(0, np.array([1, 2]), np.array([3, 4, 5]), target_pos=1)] * 2
+    loss = verbalizer_loss(FakeBackend(), model, ex, tiny_items(10), max_history=5)
+    assert abs(float(loss) - math.log(4.0)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["finetune_smollm2", "finetune_gpu"])
+def test_finetune_configs_compose(name):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "configs" / "llm"), version_base="1.3"):
+        cfg = compose(name)
+    GlobalHydra.instance().clear()
+    assert cfg.finetune.trainer._target_ == "recsys.llm.finetune.LoRAFinetuner"
+    assert cfg.rerank.max_history == cfg.finetune.trainer.max_history  # tuned and evaluated on the same prompt
+    assert cfg.backend._target_.endswith("TransformersBackend") and cfg.rerank.mode == "verbalizer"
+    if name == "finetune_gpu":
+        assert cfg.backend.device == "cuda" and cfg.backend.dtype == "bfloat16" and "8B" in cfg.backend.model
