@@ -31,23 +31,6 @@ from tqdm import tqdm
 MARK_BEGIN, MARK_END = "<!-- bench_pipeline:begin -->", "<!-- bench_pipeline:end -->"
 
 
-class _PrecomputedPopularity:
-    """PopularitySource with its order sorted once: its own call argsorts all N scores per
-    request (~35 ms at 1M items). Reported to the retrieval owner; remove when upstream caches it."""
-
-    def __init__(self, source):
-        self.source, self.name = source, source.name
-        self.order = np.argsort(-source.scores, kind="stable")
-
-    def __call__(self, ctx, k):
-        from recsys.retrieval.sources import _from_scores, _seen
-
-        if ctx.onboarding_categories:
-            return self.source(ctx, k)
-        top = self.order[: k + len(_seen(ctx))]
-        return _from_scores(self.name, top, self.source.scores[top], ctx, k)
-
-
 def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int, seed: int):
     import pandas as pd
     import pyarrow.parquet as pq
@@ -87,7 +70,7 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     index = ItemIndex("ivf_flat", nlist=4096, nprobe=nprobe, device="cpu", seed=seed).build(catalog.embeddings)
     timings["index_build_s"] = time.perf_counter() - t
     sources = {"ann": ContentSource(catalog.embeddings, index=index, name="ann"),
-               "popularity": _PrecomputedPopularity(PopularitySource(inter, n_items, name="popularity"))}
+               "popularity": PopularitySource(inter, n_items, name="popularity")}
     merger = CandidateMerger(caps={"ann": 700, "popularity": 300})
     torch.manual_seed(seed)
     dlrm = build_dlrm(ranker_cardinalities(len(users), n_items, len(catalog.categories)), num_dense_features=1 + 2 * len(sources),

@@ -145,14 +145,17 @@ class PopularitySource:
         self.scores = np.bincount(interactions["item_idx"].to_numpy(np.int64), weights=w, minlength=n_items).astype(np.float32)
         self.categories = [set(c.lower() for c in cs) for cs in item_categories] if item_categories is not None else None
         self.name = name
+        # The ranking is the same for every request: sort once (N log N), not per request
+        # (~35 ms at 1M items); a request then reads the head past its consumed items.
+        self.order = np.argsort(-self.scores, kind="stable")
 
     def __call__(self, ctx: UserContext, k: int) -> Candidates:
-        scores = self.scores
         wanted = {c.lower() for c in ctx.onboarding_categories}
         if wanted and self.categories is not None:
             in_cat = np.array([bool(c & wanted) for c in self.categories])
-            scores = np.where(in_cat, scores, -np.inf)
-        return _dense_topk(self.name, scores, ctx, k)
+            return _dense_topk(self.name, np.where(in_cat, self.scores, -np.inf), ctx, k)
+        head = self.order[: k + len(_seen(ctx))]  # enough rows to survive removing consumed items
+        return _from_scores(self.name, head, self.scores[head], ctx, k)
 
 
 class ContentSource:
