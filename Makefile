@@ -5,6 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup run test test-fast baselines clean
 
@@ -17,6 +18,12 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/nodeps.txt
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $(STAMP)
 
+# The test suite also starts a real llama.cpp OpenAI-compatible server (built from source once;
+# GGML_NATIVE=OFF keeps the build portable across CPUs).
+$(TEST_STAMP): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q -e '.[cpu,dev,llm-server]'
+	touch $(TEST_STAMP)
+
 setup: $(STAMP)
 
 run: setup
@@ -25,10 +32,10 @@ run: setup
 baselines: setup
 	$(BIN)/python scripts/run_baselines.py
 
-test: setup
+test: $(TEST_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
-test-fast: setup
+test-fast: $(TEST_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
 clean:
