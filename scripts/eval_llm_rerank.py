@@ -29,19 +29,10 @@ import numpy as np
 
 
 def prepare_ml100k(data_dir: Path) -> Path:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
+    """ML-100K as the training configs prepare it (no text embeddings: the LLM reads titles)."""
+    from recsys.data.prepare import prepare_from_config
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("prepare", overrides=["data=ml100k", "data.text_embeddings=false"])
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.data_dir = str(data_dir)
-    return Path(instantiate(cfg.data))
+    return prepare_from_config("ml100k", data_dir, ["data.text_embeddings=false"])
 
 
 def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
