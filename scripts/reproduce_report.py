@@ -110,7 +110,13 @@ def plot_recall_vs_depth(data: dict, path: Path) -> bool:
     if not ret:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
+    seed0 = f"-seed{data.get('settings', {}).get('seeds', [0])[0]},"
     for name, m in ret["results"].items():
+        # retrieval_report adds every baseline run it finds; keep one seed of the trained ones (Pop and
+        # ItemKNN it fits itself, to depth 200)
+        if "run_baselines" in name and (seed0 not in name or name.startswith(("Popularity", "ItemKNN"))):
+            continue
+        name = name.split(" (")[0] if "run_baselines" in name else name
         ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("test/recall@"))
         if len(ks) >= 2:
             ax.plot(ks, [m[f"test/recall@{k}"] for k in ks], marker="o", label=name)
@@ -164,6 +170,20 @@ def ablation_table(data: dict) -> list[str]:
     return lines + [f"\nSkipped: {ab['skipped']}" if ab.get("skipped") else ""]
 
 
+def latency_table(data: dict) -> list[str]:
+    lat = {k: v for k, v in data.get("latency", {}).items() if not k.startswith("_")}
+    if not lat:
+        return ["Not run."]
+    lines = ["| stage | mean ms | p95 ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['mean']:.2f} | {v['p95']:.2f} |" for k, v in lat.items()]
+    timing = data.get("llm", {}).get("llamarec", {}).get("timing")
+    if timing and timing.get("total_s"):
+        n = timing.get("llm_users", data["llm"]["n_users"])
+        lines.append(f"| LLM re-rank of a top-20 (SmolLM2 on CPU, batches of {timing['batch_size']}) | "
+                     f"{timing['total_s'] * 1000 / max(1, n):.0f} | - |")
+    return lines
+
+
 def write_report(data: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     s, hw = data.get("settings", {}), data.get("hardware", {})
@@ -214,6 +234,10 @@ def write_report(data: dict, out: Path) -> Path:
         + (f": {cand['recall']['merged']:.4f} over {cand['n_users']} users." if cand else ".")
         + " `latency_breakdown.png`: mean per-stage latency of the default pipeline "
         f"({data.get('latency', {}).get('_users', '?')} users) and of the LLM re-rank per user.",
+        "",
+        "## Latency per stage (default pipeline, per request, one thread)",
+        "",
+        *latency_table(data),
         "",
         f"## Pipeline ablations ({s.get('ablation_users')} seeded test users, `configs/pipeline/default.yaml`)",
         "",
