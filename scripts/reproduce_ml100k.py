@@ -63,7 +63,7 @@ class Recorder:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=float))
+        self.path.write_text(json.dumps(self.data, indent=1, default=float))
 
 
 def compose(experiment: str, seed: int, overrides: list[str], run_dir: Path):
