@@ -18,7 +18,6 @@ Writes ``--out`` (JSON) and ``--md`` (report).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -30,12 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _eval_script():
-    """scripts/eval_llm_rerank.py as a module: its data preparation and blend rule are reused, not copied."""
-    spec = importlib.util.spec_from_file_location("eval_llm_rerank", ROOT / "scripts" / "eval_llm_rerank.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
+    """Order of K candidates by ``blend*z(llm) + (1-blend)*z(prev)``: the rule of LLMReranker and eval_llm_rerank.py."""
+    from recsys.llm.rerank import _z
+
+    return np.argsort(-(blend * _z(llm) + (1 - blend) * _z(prev)), kind="stable")
 
 
 def load_cfg(name: str, overrides: list[str]):
@@ -97,16 +95,16 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from recsys.data.history import History
     from recsys.data.io import load_dataset, load_split
+    from recsys.data.prepare import prepare_from_config
     from recsys.eval.evaluator import Evaluator
     from recsys.llm.backends.transformers_backend import cache_root
     from recsys.llm.finetune import load_adapter
     from recsys.models.itemknn import ItemKNN
     from recsys.pipeline.candidates import Candidates, UserContext
 
-    ev_mod = _eval_script()
     cfg = load_cfg(args.config, args.override)
     adapter_dir = Path(args.adapter_dir) if args.adapter_dir else cache_root() / "adapters" / cfg.name
-    ds_dir = ev_mod.prepare_ml100k(Path(args.data_dir))
+    ds_dir = prepare_from_config("ml100k", Path(args.data_dir), ["data.text_embeddings=false"])  # as eval_llm_rerank.py
     ds, split = load_dataset(ds_dir), load_split(ds_dir, "loo")
 
     t0 = time.perf_counter()
@@ -151,7 +149,7 @@ def main() -> None:
         timing[name] = {"total_s": time.perf_counter() - t, "llm_users": int(len(sel))}
         timing[name]["latency_ms_per_user"] = 1000 * timing[name]["total_s"] / max(1, len(sel))
         for blend in (1.0, 0.5, 0.2):
-            ranked = [c.items[ev_mod.blend_order(llm[b], c.scores, blend)] if b in llm else c.items for b, c in enumerate(cl)]
+            ranked = [c.items[blend_order(llm[b], c.scores, blend)] if b in llm else c.items for b, c in enumerate(cl)]
             lists[f"{name} blend={blend}"] = np.stack(ranked)
         # rank of the target among the 20 (0 = first) for the LLM alone: a per-user view of the same lists
         lists_rank = {int(users[b]): int(np.flatnonzero(lists[f"{name} blend=1.0"][b] == target[b])[0]) for b in sel}
