@@ -17,6 +17,11 @@ def build_llm_stages(cfg, items_table: pd.DataFrame, categories: list[str],
     from hydra.utils import instantiate
 
     backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
+    if backend is not None and cfg.get("adapter"):
+        # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker)
+        from recsys.llm.finetune import load_adapter
+
+        backend = load_adapter(backend, cfg.adapter)
     out = {"backend": backend, "rerank": None, "explain": None, "conversation": None}
     if cfg.get("rerank") is not None:
         if backend is None:
