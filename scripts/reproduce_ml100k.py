@@ -236,10 +236,12 @@ def main(argv=None) -> dict:
     logs = a.work / "logs"
     logs.mkdir(exist_ok=True)
     rec = Recorder(a.out / "reproduce.json", fresh=a.steps == STEPS)
-    rec.data["settings"] = {"seeds": a.seeds, "quick": a.quick, "gpu": a.gpu, "dataset": a.dataset, "epochs": QUICK if a.quick else EPOCHS,
-                            "llm_users": a.llm_users, "ablation_users": a.ablation_users, "latency_users": a.latency_users,
-                            "command": " ".join(["python scripts/reproduce_ml100k.py", *(sys.argv[1:] if argv is None else argv)])}
-    rec.data["hardware"] = hardware(a)
+    if "train" in a.steps or "settings" not in rec.data:  # a partial rerun keeps the full run's command and hardware
+        rec.data["settings"] = {
+            "seeds": a.seeds, "quick": a.quick, "gpu": a.gpu, "dataset": a.dataset, "epochs": QUICK if a.quick else EPOCHS,
+            "llm_users": a.llm_users, "ablation_users": a.ablation_users, "latency_users": a.latency_users,
+            "command": " ".join(["python scripts/reproduce_ml100k.py", *(sys.argv[1:] if argv is None else argv)])}
+        rec.data["hardware"] = hardware(a)
     t_all = time.perf_counter()
     dataset_dir = a.data_dir / a.dataset
     tt_ckpt = lambda: Path(rec.data["train"]["two_tower"][str(a.seeds[0])]["best_checkpoint"])  # noqa: E731
@@ -287,9 +289,11 @@ def main(argv=None) -> dict:
                 "--only", *ABLATION_VARIANTS, "--report", str(out), "--json", str(a.work / "pipeline.json")], logs / "ablation.log")
             rec.step(step, time.perf_counter() - t0, ablation=json.loads((a.work / "pipeline.json").read_text()))
         elif step == "latency":
-            rec.step(step, time.perf_counter() - t0, latency=step_latency(a, rec, dataset_dir))
+            latency = step_latency(a, rec, dataset_dir)
+            rec.step(step, time.perf_counter() - t0, latency=latency)
         elif step == "determinism":
-            rec.step(step, time.perf_counter() - t0, determinism=step_determinism(a, rec, a.work))
+            det = step_determinism(a, rec, a.work)
+            rec.step(step, time.perf_counter() - t0, determinism=det)
         elif step == "report":
             from reproduce_report import write_report
 

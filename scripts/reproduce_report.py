@@ -16,6 +16,7 @@ COLUMNS = [("Recall@10", "test/recall@10"), ("Recall@20", "test/recall@20"), ("N
            ("NDCG@20", "test/ndcg@20"), ("MRR@10", "test/mrr@10"), ("Coverage@10", "test/coverage@10"),
            ("ILD@10", "test/ild_category@10")]
 TRAIN_ROWS = [("pop", "Popularity"), ("itemknn", "ItemKNN"), ("bpr", "BPR-MF"), ("sasrec", "SASRec"), ("two_tower", "Two-tower")]
+STEP_ORDER = ["prepare", "train", "index", "retrieval", "ranking", "llm", "ablation", "latency", "determinism", "report"]
 RANK_ROWS = [("retriever", "Two-tower (ranking's retriever)"), ("dlrm", "Two-tower + DLRM"), ("dcn", "Two-tower + DCN-v2")]
 
 
@@ -32,19 +33,21 @@ def row(name: str, runs: list[dict], note: str = "") -> str:
     return f"| {name} | " + " | ".join(cell(runs, k) for _, k in COLUMNS) + f" | {note} |"
 
 
-def finetuned_llm(data: dict) -> dict | None:
-    """Metrics of the LoRA fine-tuned LLM ranker, if its script has written them (LlamaRec protocol)."""
-    for path in sorted((ROOT / "experiments" / "ml100k").glob("llm_finetune*.json")):
-        rec = json.loads(path.read_text())
-        stack = [rec]
-        while stack:  # its layout is not fixed yet: take the first metrics dict of the fine-tuned model
-            node = stack.pop(0)
-            if isinstance(node, dict):
-                if "test/ndcg@10" in node:
-                    return {"metrics": node, "source": path.name}
-                stack += [v for k, v in node.items() if any(w in str(k).lower() for w in ("fine", "lora", "tuned"))]
-                stack += [v for k, v in node.items() if isinstance(v, dict)]
-    return None
+def finetuned_llm() -> list[str]:
+    """Rows of the LoRA fine-tuned LLM ranker (scripts/finetune_llm_ranker.py), on that script's own user sample,
+    beside the zero-shot LLM and the input order on the same users."""
+    path = ROOT / "experiments" / "ml100k" / "llm_finetune.json"
+    if not path.exists():
+        return ["| + fine-tuned LLM re-rank (LoRA) | not available (no `experiments/ml100k/llm_finetune.json`) |"]
+    rec = json.loads(path.read_text())
+    lr, n = rec.get("llamarec", {}), rec.get("n_eval_users", "?")
+    note = f"{n} sampled users, `{path.name}`"
+    names = [("input (itemknn)", "ItemKNN top-20 (input order), fine-tuning sample"),
+             ("zero-shot blend=1.0", "ItemKNN top-20 + LLM re-rank (zero-shot), fine-tuning sample"),
+             ("fine-tuned blend=1.0", "+ fine-tuned LLM re-rank (LoRA)"),
+             ("fine-tuned blend=0.5", "+ fine-tuned LLM re-rank (LoRA), blend 0.5")]
+    rows = [row(label, [lr[key]], note) for key, label in names if key in lr]
+    return rows or [f"| + fine-tuned LLM re-rank (LoRA) | `{path.name}` has no LlamaRec metrics |"]
 
 
 def main_table(data: dict) -> list[str]:
@@ -64,11 +67,7 @@ def main_table(data: dict) -> list[str]:
         lines.append(row("ItemKNN top-20 + LLM re-rank, blend 0.5", [llm["llm blend=0.5"]], f"{n} sampled users"))
     else:
         lines.append("| + LLM re-rank | not run |")
-    ft = finetuned_llm(data)
-    if ft:
-        lines.append(row("+ fine-tuned LLM re-rank (LoRA)", [ft["metrics"]], f"from `{ft['source']}`"))
-    else:
-        lines.append("| + fine-tuned LLM re-rank (LoRA) | not available (no `experiments/ml100k/llm_finetune*.json`) |")
+    lines += finetuned_llm()
     return lines
 
 
@@ -222,7 +221,10 @@ def write_report(data: dict, out: Path) -> Path:
         "same seed (its own row). The LLM rows follow LlamaRec (Yue et al. 2023): ItemKNN's top-20 is re-ranked by "
         f"SmolLM2-135M-Instruct verbalizer scores, on a seeded sample of {llm.get('n_users', s.get('llm_users'))} test users "
         "(sample seed 0; the LLM is called only for users whose target is in the top-20, the others score 0 under any "
-        "order), so compare those rows with the ItemKNN input-order row on the same users, not with the full-population rows.",
+        "order), so compare those rows with the ItemKNN input-order row on the same users, not with the full-population rows. "
+        "The fine-tuned rows (LoRA on SmolLM2, one epoch, LlamaRec verbalizer targets) are read from "
+        "`experiments/ml100k/llm_finetune.json`, written by `scripts/finetune_llm_ranker.py` on its own seeded sample "
+        "(not re-run by this script); compare them with the zero-shot and input-order rows of that sample.",
         "",
         "## Plots",
         "",
@@ -255,7 +257,7 @@ def write_report(data: dict, out: Path) -> Path:
         "",
         "| step | wall time (s) |",
         "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in steps.items() if k != "report"],
+        *[f"| {k} | {v:.0f} |" for k, v in sorted(steps.items(), key=lambda kv: STEP_ORDER.index(kv[0])) if k != "report"],
         f"| **total** | **{data.get('total_s', 0):.0f}** ({data.get('total_s', 0) / 60:.1f} min) |",
         "",
     ]
