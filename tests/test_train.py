@@ -18,8 +18,17 @@ from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-EXPERIMENTS = sorted(p.relative_to(CONFIGS / "experiment").with_suffix("").as_posix()
-                     for p in (CONFIGS / "experiment").rglob("*.yaml"))
+ALL_EXPERIMENTS = sorted(p.relative_to(CONFIGS / "experiment").with_suffix("").as_posix()
+                         for p in (CONFIGS / "experiment").rglob("*.yaml"))
+# ML-100K ships offline (recbole wheel); ML-1M needs its archive (GPU box): compose-only here.
+EXPERIMENTS = [e for e in ALL_EXPERIMENTS if e.startswith("ml100k/")]
+OFFLINE_UNAVAILABLE = [e for e in ALL_EXPERIMENTS if e not in EXPERIMENTS]
+
+
+@pytest.mark.parametrize("experiment", OFFLINE_UNAVAILABLE)
+def test_other_dataset_experiments_compose(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path / "run", tmp_path / "data")
+    assert cfg.model.module._target_ and cfg.data._target_ == "recsys.data.prepare.prepare"
 
 
 def compose_train(overrides: list[str], output_dir: Path, data_dir: Path):
