@@ -88,16 +88,24 @@ def candidates_block(items: pd.DataFrame, cand_items: np.ndarray, labels: list[s
     return "<candidates>\n" + "\n".join(lines) + "\n</candidates>"
 
 
+def _context(items: pd.DataFrame, history: np.ndarray, cand_items: np.ndarray, labels: list[str],
+             max_history: int) -> str:
+    """The part both re-ranking prompts share: the user's history, then the labelled candidates."""
+    return (
+        "The user watched these movies, oldest first:\n"
+        f"{history_block(items, history, max_history)}\n"
+        "Candidate movies:\n"
+        f"{candidates_block(items, cand_items, labels)}\n"
+    )
+
+
 def verbalizer_prompt(items: pd.DataFrame, history: np.ndarray, cand_items: np.ndarray,
                       max_history: int = 10) -> list[dict]:
     """LlamaRec-style prompt: the answer is one candidate letter, read as log-probabilities."""
     labels = LABELS[: len(cand_items)]
     user = (
-        "The user watched these movies, oldest first:\n"
-        f"{history_block(items, history, max_history)}\n"
-        "Candidate movies:\n"
-        f"{candidates_block(items, cand_items, labels)}\n"
-        f"Which candidate will the user watch next? Answer with a single letter from {labels[0]} to {labels[-1]}."
+        _context(items, history, cand_items, labels, max_history)
+        + f"Which candidate will the user watch next? Answer with a single letter from {labels[0]} to {labels[-1]}."
     )
     return [{"role": "system", "content": SYSTEM_RERANK}, {"role": "user", "content": user}]
 
@@ -107,11 +115,8 @@ def listwise_prompt(items: pd.DataFrame, history: np.ndarray, cand_items: np.nda
     """Listwise prompt: the model writes the letters of all candidates, best first."""
     labels = LABELS[: len(cand_items)]
     user = (
-        "The user watched these movies, oldest first:\n"
-        f"{history_block(items, history, max_history)}\n"
-        "Candidate movies:\n"
-        f"{candidates_block(items, cand_items, labels)}\n"
-        "Rank all candidates by how likely the user watches them next. Answer only with the letters, "
+        _context(items, history, cand_items, labels, max_history)
+        + "Rank all candidates by how likely the user watches them next. Answer only with the letters, "
         f"best first, separated by commas, for example: {', '.join(labels[:3])}"
     )
     return [{"role": "system", "content": SYSTEM_RERANK}, {"role": "user", "content": user}]
