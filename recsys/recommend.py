@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> tuple[dict, dict]:
     """-> ({"items": [...], "trace": {...}}, {"recommender": Recommender})."""
-    from recsys.pipeline.candidates import Constraints
+    from recsys.core.candidates import Constraints
     from recsys.serve.app import build_state
 
     state = build_state(cfg)

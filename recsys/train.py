@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.data.io import load_dataset, load_split
 from recsys.utils import wandb as wandb_utils
-from recsys.utils.instantiate import instantiate_group, instantiate_with_data
+from recsys.core.inject import instantiate_with
+from recsys.utils.instantiate import instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, o
     """Train a LightningModule; load its best checkpoint; return trainer-side metrics."""
     from recsys.eval.callback import RankingEvalCallback
 
-    datamodule = instantiate_with_data(cfg.model.datamodule, dataset=dataset, split=split, dataset_dir=dataset_dir, meta=dataset.meta)
+    datamodule = instantiate_with(cfg.model.datamodule, dataset=dataset, split=split, dataset_dir=dataset_dir, meta=dataset.meta)
     callbacks = instantiate_group(cfg.get("callbacks"))
     # The evaluator callback must run before ModelCheckpoint reads val/ndcg@10.
     callbacks.insert(0, RankingEvalCallback(evaluator, dataset, split))
@@ -95,7 +96,7 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         log.info("dataset %s: %d users, %d items, %d interactions", dataset.meta.name,
                  dataset.meta.n_users, dataset.meta.n_items, dataset.meta.n_interactions)
         evaluator = instantiate(cfg.eval)
-        model = instantiate_with_data(cfg.model.module, meta=dataset.meta, dataset_dir=dataset_dir)
+        model = instantiate_with(cfg.model.module, meta=dataset.meta, dataset_dir=dataset_dir)
         for lg in loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

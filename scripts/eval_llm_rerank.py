@@ -74,7 +74,7 @@ def main() -> None:
     from recsys.llm.backends.transformers_backend import TransformersBackend
     from recsys.llm.rerank import LLMReranker
     from recsys.models.itemknn import ItemKNN
-    from recsys.pipeline.candidates import Candidates, UserContext
+    from recsys.core.candidates import Candidates, UserContext
 
     ds_dir = prepare_ml100k(Path(args.data_dir))
     ds, split = load_dataset(ds_dir), load_split(ds_dir, "loo")

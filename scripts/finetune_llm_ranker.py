@@ -100,7 +100,7 @@ def main() -> None:
     from recsys.llm.backends.transformers_backend import cache_root
     from recsys.llm.finetune import load_adapter
     from recsys.models.itemknn import ItemKNN
-    from recsys.pipeline.candidates import Candidates, UserContext
+    from recsys.core.candidates import Candidates, UserContext
 
     cfg = load_cfg(args.config, args.override)
     adapter_dir = Path(args.adapter_dir) if args.adapter_dir else cache_root() / "adapters" / cfg.name

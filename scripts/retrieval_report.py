@@ -40,7 +40,7 @@ def row(name: str, m: dict) -> str:
 
 def candidate_recall(gen_sources, merger_caps, weights, ds, split, k=200) -> dict:
     """Recall@k of each source alone and of the merged set, test users, consumed items excluded."""
-    from recsys.pipeline.candidates import UserContext
+    from recsys.core.candidates import UserContext
     from recsys.retrieval.merge import CandidateGenerator, CandidateMerger
 
     hist = split.history_for("test").sort_values(["user_idx", "timestamp"], kind="stable")

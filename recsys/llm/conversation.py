@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from recsys.pipeline.candidates import Constraints
+from recsys.core.candidates import Constraints
 
 # mood words -> genres (the ML vocabulary); only used when the genre is in the catalogue's vocabulary
 MOODS = {

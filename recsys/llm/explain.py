@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.llm.prompts import check_items_table, escape_text
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)s?\b")
 _NUM = re.compile(r"\b\d[\d,]*\b")

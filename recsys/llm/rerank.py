@@ -32,7 +32,7 @@ import pandas as pd
 from recsys.llm.backends.base import LLMBackend
 from recsys.llm.parsing import apply_order, parse_ranking
 from recsys.llm.prompts import LABELS, check_items_table, listwise_prompt, verbalizer_prompt
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 
 def _z(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from recsys.pipeline.candidates import Constraints, UserContext
+from recsys.core.candidates import Constraints, UserContext
 
 
 class ContextBuilder:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.catalog import ItemCatalog
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.retrieval.merge import CandidateMerger
 
 
@@ -88,26 +88,14 @@ def build_pipeline(cfg, **objects) -> Pipeline:
     source and stage whose constructor names them, so YAML holds only
     hyper-parameters and data-derived objects are built once, in code.
     """
-    import inspect
-
-    from hydra.utils import get_object, instantiate
     from omegaconf import DictConfig, OmegaConf
 
+    from recsys.core.inject import instantiate_with
+
+    hint = "e.g. text_emb: prepare with data.text_embeddings=true; or switch the entry off with =null"
+
     def make(node):
-        if node is None:
-            return None
-        target = node.get("_target_") if isinstance(node, (dict, DictConfig)) else None
-        if target is None:
-            raise ValueError(f"pipeline entry without _target_: {node}")
-        params = inspect.signature(get_object(target)).parameters  # a class or a factory classmethod
-        extra = {k: v for k, v in objects.items() if k in params and k not in node}
-        for k, v in extra.items():
-            if v is None and params[k].default is inspect.Parameter.empty:
-                raise ValueError(f"{target} needs {k!r}, which this dataset/run does not provide "
-                                 f"(e.g. text_emb: prepare with data.text_embeddings=true); or switch it off with =null")
-        # objects go in after Hydra (as a partial's arguments) so it never tries to
-        # turn a DataFrame or a dataclass into config
-        return instantiate(node, _partial_=True, _convert_="all")(**extra)
+        return None if node is None else instantiate_with(node, required_hint=hint, **objects)
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.ranking.features import gather_ranges
 

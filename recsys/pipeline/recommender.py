@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.pipeline.candidates import Candidates, Constraints
+from recsys.core.candidates import Candidates, Constraints
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.context import ContextBuilder
 from recsys.pipeline.pipeline import Pipeline, build_pipeline

@@ -8,23 +8,14 @@ and another on the whole training part without knowing which model it is.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
 
+from recsys.core.inject import call_with_available
 from recsys.data.history import History
 from recsys.data.schema import Dataset, DatasetMeta, Split
-
-
-def call_with_available(factory: Callable, **available):
-    """Call ``factory`` (a class or ``functools.partial``) with the keyword arguments it accepts."""
-    target = getattr(factory, "func", factory)
-    sig = inspect.signature(target.__init__ if inspect.isclass(target) else target)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return factory(**available)
-    return factory(**{k: v for k, v in available.items() if k in sig.parameters})
 
 
 class LightningRetriever:

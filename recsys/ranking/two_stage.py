@@ -90,7 +90,7 @@ class TwoStageRanker:
         return self
 
     def _new_retriever(self):
-        from recsys.ranking.retrievers import call_with_available
+        from recsys.core.inject import call_with_available
 
         return call_with_available(self.retriever_factory, meta=self.meta, dataset_dir=self.dataset_dir)
 

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 
 class CandidateMerger:

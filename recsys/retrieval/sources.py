@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from recsys.data.history import History
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.retrieval.index import ItemIndex
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 
-from recsys.pipeline.candidates import Candidates
+from recsys.core.candidates import Candidates
 from recsys.serve.feedback_store import Event, FeedbackStore
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, FeedbackAck, FeedbackBatch, FeedbackEvent,
                                   Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from recsys.pipeline.candidates import Constraints
+from recsys.core.candidates import Constraints
 
 MAX_K = 100  # the server's own limit comes from config (max_k); this is the schema ceiling
 

@@ -4,7 +4,7 @@ import pytest
 
 from llm_fakes import ScriptedBackend
 from recsys.llm.conversation import ConversationParser, parse_constraints_json
-from recsys.pipeline.candidates import Constraints
+from recsys.core.candidates import Constraints
 
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]

@@ -5,7 +5,7 @@ import numpy as np
 from llm_fakes import ScriptedBackend, tiny_items
 from recsys.llm.accounting import LLMAccounting
 from recsys.llm.explain import Explainer, Facts, Verifier, core_title
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 ITEMS = tiny_items(30)
 FACTS = Facts("Film Number 06 (1986)", 1986, ["Horror", "Drama"], ["Film Number 01 (1981)"], [1981], ["Horror"], 120)

@@ -13,7 +13,7 @@ from recsys.llm.conversation import ConversationParser
 from recsys.llm.explain import Explainer
 from recsys.llm.factory import build_llm_stages
 from recsys.llm.rerank import LLMReranker
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TARGETS = {

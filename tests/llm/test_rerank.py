@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from llm_fakes import ScriptedBackend, candidate_titles_in_prompt, tiny_items
 from recsys.llm.accounting import LLMAccounting
 from recsys.llm.rerank import LLMReranker
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 
 ITEMS = tiny_items(30)
 

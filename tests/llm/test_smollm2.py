@@ -9,7 +9,7 @@ from recsys.llm.conversation import ConversationParser
 from recsys.llm.explain import Explainer
 from recsys.llm.prompts import LABELS, verbalizer_prompt
 from recsys.llm.rerank import LLMReranker
-from recsys.pipeline.candidates import Candidates, Constraints, UserContext
+from recsys.core.candidates import Candidates, Constraints, UserContext
 
 pytestmark = pytest.mark.llm
 

@@ -14,7 +14,7 @@ def test_vllm_generate_structured_and_score():
     pytest.importorskip("vllm", reason="vllm is in the `gpu` extra")
     from recsys.llm.backends.vllm_backend import VLLMBackend
     from recsys.llm.rerank import LLMReranker
-    from recsys.pipeline.candidates import Candidates, UserContext
+    from recsys.core.candidates import Candidates, UserContext
 
     be = VLLMBackend(model=None, gpu_memory_utilization=0.3, max_model_len=2048)  # SmolLM2 safetensors cache
     items = tiny_items(30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys.pipeline.candidates import Candidates
+from recsys.core.candidates import Candidates
 from recsys.pipeline.catalog import ItemCatalog
 
 CATEGORIES = ["Action", "Comedy", "Drama", "Horror", "Children's", "Sci-Fi"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from recsys.pipeline.candidates import Candidates, Constraints, UserContext
+from recsys.core.candidates import Candidates, Constraints, UserContext
 from recsys.pipeline.pipeline import Pipeline, build_pipeline
 from recsys.retrieval.merge import CandidateMerger
 

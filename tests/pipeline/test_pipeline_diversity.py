@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.diversity import CategoryCap, MMRDiversifier, category_similarity, mmr_order
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.pipeline.bandit_sim import SimConfig, simulate
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.exploration import BetaBernoulliTS, LinearTS, ThompsonExploration, _spread
 
 from pipeline_helpers import make_catalog

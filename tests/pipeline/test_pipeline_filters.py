@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys.pipeline.candidates import Candidates, Constraints, UserContext
+from recsys.core.candidates import Candidates, Constraints, UserContext
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.diversity import CategoryCap, MMRDiversifier
 from recsys.pipeline.exploration import ThompsonExploration

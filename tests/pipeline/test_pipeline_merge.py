@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.pipeline.candidates import Candidates
+from recsys.core.candidates import Candidates
 from recsys.retrieval.merge import CandidateMerger
 
 

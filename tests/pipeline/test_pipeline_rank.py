@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recsys.models.dlrm import build_dlrm
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.rank import DLRMRankStage, ranker_cardinalities
 
 from pipeline_helpers import make_catalog

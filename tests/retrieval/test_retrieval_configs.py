@@ -26,12 +26,12 @@ def test_index_configs_instantiate_and_build(kind):
 
 def test_two_tower_experiment_and_slurm_launcher_compose(ml100k_dir, ml100k):
     from recsys.models.lit_two_tower import LitTwoTower
-    from recsys.utils.instantiate import instantiate_with_data
+    from recsys.core.inject import instantiate_with
 
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=ml100k/two_tower", "+launcher=slurm"], return_hydra_config=True)
     assert cfg.model.name == "two_tower" and cfg.eval.ks[-1] == 200
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    model = instantiate_with_data(cfg.model.module, meta=ml100k.meta, dataset_dir=str(ml100k_dir))
+    model = instantiate_with(cfg.model.module, meta=ml100k.meta, dataset_dir=str(ml100k_dir))
     assert isinstance(model, LitTwoTower)
     assert cfg.model.datamodule._target_ == "recsys.data.two_tower_data.TwoTowerDataModule"

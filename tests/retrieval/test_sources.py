@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys.pipeline.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, UserContext
 from recsys.retrieval.index import ItemIndex
 from recsys.retrieval.merge import CandidateGenerator, CandidateMerger
 from recsys.retrieval.sources import ContentSource, ItemToItemSource, PopularitySource, TwoTowerSource
