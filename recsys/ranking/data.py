@@ -111,6 +111,10 @@ class RankerLists:
         """(Q,) bool: the list contains its label."""
         return np.add.reduceat(self.labels, self.offsets[:-1]) > 0 if len(self) else np.zeros(0, bool)
 
+    def select(self, spec, of) -> "RankerLists":
+        """The same lists with only ``spec``'s columns (see ``RankerRows.select``)."""
+        return RankerLists(self.rows.select(spec, of), self.labels, self.offsets, self.users, self.targets)
+
     def collate(self, lists) -> tuple:
         """Lists -> (dense (R, F_d), KJT, labels (R,), seg (R,), pos (R,)): the LitRanker's batch."""
         lists = np.asarray(lists, np.int64)

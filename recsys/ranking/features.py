@@ -99,6 +99,16 @@ class FeatureSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def narrows(self, other: "FeatureSpec") -> bool:
+        """True when this spec's rows are a column subset of ``other``'s (same candidates and history)."""
+        same = (self.sources, self.n_rank, self.history_len, self.knn_k, self.knn_shrink) == (
+            other.sources, other.n_rank, other.history_len, other.knn_k, other.knn_shrink)
+        return same and set(self.sparse) <= set(other.sparse) and set(self.dense) <= set(other.dense) and (other.din or not self.din)
+
+    def sparse_keys(self) -> list[str]:
+        """Every KJT key of a row, in order: the pooled keys, then the DIN keys."""
+        return self.sparse + ([DIN_ITEM, DIN_HISTORY] if self.din else [])
+
 
 @dataclass
 class RankerRows:
@@ -117,6 +127,11 @@ class RankerRows:
         return cls(np.concatenate([p.items for p in parts]), np.concatenate([p.dense for p in parts]),
                    {k: (np.concatenate([p.sparse[k][0] for p in parts]), np.concatenate([p.sparse[k][1] for p in parts]))
                     for k in keys})
+
+    def select(self, spec: FeatureSpec, of: FeatureSpec) -> "RankerRows":
+        """The columns of ``spec`` from rows computed for the wider ``of`` (``spec.narrows(of)``)."""
+        cols = [of.dense.index(f) for f in spec.dense]
+        return RankerRows(self.items, self.dense[:, cols], {k: self.sparse[k] for k in spec.sparse_keys()})
 
     def tensors(self) -> "RankerTensors":
         return RankerTensors(torch.from_numpy(self.dense), {k: (torch.from_numpy(v), torch.from_numpy(l)) for k, (v, l) in self.sparse.items()})
@@ -233,6 +248,16 @@ class RankerFeatures:
                  "year_bucket": len(v.get("year_bucket", [])) + 1, "sources": len(self.spec.sources),
                  **{a: len(v.get(a, [])) + 1 for a in USER_ATTRIBUTES}}
         return {f: sizes[f] for f in self.spec.sparse}
+
+    def with_spec(self, spec: FeatureSpec) -> "RankerFeatures":
+        """The same fitted statistics under a narrower spec (``spec.narrows(self.spec)``)."""
+        if not spec.narrows(self.spec):
+            raise ValueError("with_spec needs a spec whose features are a subset of this one's")
+        import copy
+
+        out = copy.copy(self)
+        out.spec = spec
+        return out
 
     @property
     def num_dense(self) -> int:

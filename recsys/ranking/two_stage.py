@@ -93,6 +93,8 @@ class TwoStageRanker:
         self.max_epochs, self.patience, self.lists_per_batch = max_epochs, patience, lists_per_batch
         self.seed, self.progress = seed, progress
         self.inner_retriever = self.retriever = self.ranker = None
+        self.train_lists = self.val_lists = None
+        self.data_stats: dict = {}
         self.fit_stats: dict = {}
 
     def use_fitted_retrievers(self, inner, full) -> "TwoStageRanker":
@@ -110,10 +112,10 @@ class TwoStageRanker:
 
         return load_text_embeddings(self.dataset_dir) if self.dataset_dir is not None else None
 
-    def _pipeline(self, dataset, visible, split, retriever, stages=None):
+    def _pipeline(self, dataset, visible, split, retriever, candidates=None):
         model = None if retriever is None else getattr(retriever, "model", retriever)
-        return candidate_pipeline(self.candidates, dataset, visible, split, self.dataset_dir, self._text,
-                                  self.retriever_source, model, stages)
+        return candidate_pipeline(candidates or self.candidates, dataset, visible, split, self.dataset_dir, self._text,
+                                  self.retriever_source, model)
 
     # -- training -------------------------------------------------------------------
     def build_training_lists(self, dataset: Dataset, split: Split):
@@ -131,10 +133,10 @@ class TwoStageRanker:
 
     def _serving_side(self, dataset: Dataset, split: Split) -> None:
         """Serving candidates (``self.generator``) and features (``self.features``) on ``split.train``."""
-        if self.retriever_run is not None:
-            self.candidates["sources"] = {**self.candidates["sources"], self.retriever_source: {
-                **self.candidates["sources"][self.retriever_source], "run_dir": str(self.retriever_run)}}
-            self.generator = self._pipeline(dataset, split.train, split, None)
+        if self.retriever_run is not None:  # the config's own two-tower source node, pointed at the run
+            sources = dict(self.candidates["sources"])
+            sources[self.retriever_source] = {**sources[self.retriever_source], "run_dir": str(self.retriever_run)}
+            self.generator = self._pipeline(dataset, split.train, split, None, {**self.candidates, "sources": sources})
             self.retriever = self.generator.sources[self.retriever_source].model
         else:
             if self.retriever is None and self.retriever_factory is not None:
@@ -142,23 +144,48 @@ class TwoStageRanker:
             self.generator = self._pipeline(dataset, split.train, split, self.retriever)
         self.features = RankerFeatures(self.spec, dataset, split.train, self._text)
 
-    def fit(self, dataset: Dataset, split: Split) -> "TwoStageRanker":
+    def prepare(self, dataset: Dataset, split: Split) -> "TwoStageRanker":
+        """Fit the retrievers and build the training and validation lists (the costly part of ``fit``)."""
         pl.seed_everything(self.seed, workers=True)
         t0 = time.perf_counter()
-        train_lists = self.build_training_lists(dataset, split)
+        self.train_lists = self.build_training_lists(dataset, split)
         self._serving_side(dataset, split)
         val_req = stage_requests(split.train, split.valid, self.max_val_users, self.seed)
-        val_lists = build_lists(self.generator, self.features, val_req, self.meta.n_items, require_positive=False,
-                                progress=self.progress, desc="ranker valid lists")
-        self.fit_stats = {"ranker/train_lists": len(train_lists), "ranker/train_rows": len(train_lists.rows),
-                          "ranker/val_lists": len(val_lists), "ranker/val_recall@n_rank": float(val_lists.retrieved().mean()),
+        self.val_lists = build_lists(self.generator, self.features, val_req, self.meta.n_items, require_positive=False,
+                                     progress=self.progress, desc="ranker valid lists")
+        self.data_stats = {"ranker/train_lists": len(self.train_lists), "ranker/train_rows": len(self.train_lists.rows),
+                          "ranker/val_lists": len(self.val_lists),
+                          "ranker/val_recall@n_rank": float(self.val_lists.retrieved().mean()),
                           "ranker/data_s": time.perf_counter() - t0}
-        log.info("ranker data: %s", self.fit_stats)
+        log.info("ranker data: %s", self.data_stats)
+        return self
+
+    def share_data(self, other: "TwoStageRanker") -> "TwoStageRanker":
+        """Reuse ``other``'s retrievers and lists (same seed, candidates and cut-offs; this spec's
+        features a subset of ``other``'s): only the ranker is trained again (DCN-v2 beside DLRM,
+        another loss, a feature ablation)."""
+        mine = (self.candidates, self.n_holdout, self.min_history, self.max_train_users, self.max_val_users, self.seed)
+        theirs = (other.candidates, other.n_holdout, other.min_history, other.max_train_users, other.max_val_users, other.seed)
+        if mine != theirs or not self.spec.narrows(other.spec):
+            raise ValueError("share_data needs the same candidates, cut-offs and seed, and a subset of the other's features")
+        for key in ("inner_retriever", "retriever", "generator", "_text", "data_stats"):
+            setattr(self, key, getattr(other, key))
+        self.features = other.features.with_spec(self.spec)
+        self.train_lists = other.train_lists.select(self.spec, other.spec)
+        self.val_lists = other.val_lists.select(self.spec, other.spec)
+        return self
+
+    def fit(self, dataset: Dataset, split: Split) -> "TwoStageRanker":
+        t0 = time.perf_counter()
+        if self.train_lists is None:
+            self.prepare(dataset, split)
+        pl.seed_everything(self.seed, workers=True)
+        self.fit_stats = dict(self.data_stats)
         self.ranker = call_with_available(self.ranker_factory, cardinalities=self.features.cardinalities(),
                                           num_dense_features=self.features.num_dense,
                                           din_items=self.meta.n_items if self.spec.din else 0, din_history=self.spec.history_len)
-        self.ranker.set_dense_stats(train_lists.tensors.dense)
-        self._train(train_lists, val_lists)
+        self.ranker.set_dense_stats(self.train_lists.tensors.dense)
+        self._train(self.train_lists, self.val_lists)
         self.fit_stats["ranker/fit_s"] = time.perf_counter() - t0
         return self
 
@@ -175,6 +202,7 @@ class TwoStageRanker:
             if ckpt.best_model_path:
                 self.ranker.load_state_dict(load_torch(ckpt.best_model_path)["state_dict"])
                 self.fit_stats.update({"ranker/best_val_ndcg@10": float(ckpt.best_model_score), "ranker/epochs": trainer.current_epoch})
+            self.fit_stats["ranker/steps"] = int(trainer.global_step)
         self.ranker = self.ranker.cpu().eval()
         self.stage = DLRMRankStage(self.ranker, self.features)
         self.serving = self._pipeline_with_ranker()
@@ -212,5 +240,6 @@ class TwoStageRanker:
         if self.retriever_run is not None:  # the checkpoint `two_tower_source` loads from the run
             node = self.candidates["sources"][self.retriever_source]
             ckpts["serving"] = Path(self.retriever_run) / "checkpoints" / node.get("checkpoint", "last.ckpt")
-        extra = {"candidates": self.candidates, "retriever_source": self.retriever_source, "fit_stats": self.fit_stats}
+        extra = {"candidates": self.candidates, "retriever_source": self.retriever_source,
+                 "retriever_run": None if self.retriever_run is None else str(self.retriever_run), "fit_stats": self.fit_stats}
         return save_ranker(d, self.ranker, self.spec, self.dataset_dir, ckpts, extra)
