@@ -11,15 +11,11 @@ The one source the ranker fits itself (``retriever_source``, the two-tower) is r
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.pipeline.pipeline import Pipeline, build_pipeline
 from recsys.pipeline.recommender import pipeline_objects
-
-log = logging.getLogger(__name__)
 
 
 def plain_config(node) -> dict:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
