@@ -4,7 +4,8 @@
     <dir>/ranker.json       {"ranker": LitRanker hyperparameters, "features": FeatureSpec, ...}
     <dir>/provenance.json   kind "ranker"; config hash of ranker.json; dataset fingerprint;
                             parent = the serving retriever's checkpoint (and its file hash);
-                            extra.retrievers = every retriever checkpoint with its hash
+                            extra.retrievers = every retriever checkpoint with its hash;
+                            extra.fit_stats = rows, times, best validation NDCG@10
 
 ``load_ranker`` reads the weights through ``recsys.utils.artifacts.load_torch``
 (``weights_only=True``), checks the config against its recorded hash and the dataset
@@ -38,8 +39,13 @@ class SavedRanker:
 
 
 def save_ranker(directory: str | Path, model: LitRanker, spec: FeatureSpec, dataset_dir: str | Path,
-                retrievers: dict[str, str | Path | None] | None = None, extra: dict | None = None) -> Path:
-    """Write the ranker to ``directory``; ``retrievers``: name -> checkpoint (``serving`` is the parent)."""
+                retrievers: dict[str, str | Path | None] | None = None, extra: dict | None = None,
+                stats: dict | None = None) -> Path:
+    """Write the ranker to ``directory``; ``retrievers``: name -> checkpoint (``serving`` is the parent).
+
+    ``extra`` joins the config (and its hash: what produced the ranker); ``stats`` (row counts,
+    times, the best validation NDCG) go into the provenance record only.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), d / WEIGHTS)
@@ -51,7 +57,7 @@ def save_ranker(directory: str | Path, model: LitRanker, spec: FeatureSpec, data
     write_provenance(d, Provenance(
         kind="ranker", config_hash=hash_of(config), dataset_fingerprint=dataset_fingerprint(dataset_dir),
         parent=serving["path"] if serving else None, parent_hash=serving["hash"] if serving else None,
-        extra={"retrievers": ckpts, "weights_hash": file_hash(d / WEIGHTS)}))
+        extra={"retrievers": ckpts, "weights_hash": file_hash(d / WEIGHTS), "fit_stats": dict(stats or {})}))
     return d
 
 

@@ -240,5 +240,5 @@ class TwoStageRanker:
             node = self.candidates["sources"][self.retriever_source]
             ckpts["serving"] = Path(self.retriever_run) / "checkpoints" / node.get("checkpoint", "last.ckpt")
         extra = {"candidates": self.candidates, "retriever_source": self.retriever_source,
-                 "retriever_run": None if self.retriever_run is None else str(self.retriever_run), "fit_stats": self.fit_stats}
-        return save_ranker(d, self.ranker, self.spec, self.dataset_dir, ckpts, extra)
+                 "retriever_run": None if self.retriever_run is None else str(self.retriever_run)}
+        return save_ranker(d, self.ranker, self.spec, self.dataset_dir, ckpts, extra, self.fit_stats)
