@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> None:
     os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)  # inherited by every worker
     uvicorn.run("recsys.serve.factory:app_from_env", factory=True, host=str(cfg.host), port=int(cfg.port),
                 workers=workers, log_level=str(cfg.get("log_level", "warning")).lower(),
-                timeout_graceful_shutdown=10)
+                access_log=False, timeout_graceful_shutdown=10)  # access lines would carry raw paths
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="serve")

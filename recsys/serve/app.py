@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 
 from recsys.core.candidates import Candidates
 from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
@@ -133,7 +133,7 @@ def create_app(state: ServeState) -> FastAPI:
         return _recommend(req)
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse)
-    def similar(item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
+    def similar(item_id: str = Path(max_length=128), k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         j = rec.item_idx(item_id)
         if j is None:
             raise HTTPException(404, f"unknown item_id {item_id!r}")

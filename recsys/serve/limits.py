@@ -1,6 +1,6 @@
 """What stands between the network and the handlers: host allow-list, body limit, safe errors and logs.
 
-    install_limits(app, allowed_hosts=("127.0.0.1", "localhost", "::1"), max_body_bytes=262_144)
+    install_limits(app, allowed_hosts=("127.0.0.1", "localhost", "[::1]"), max_body_bytes=262_144)
 
 Outermost first, a request meets:
 
@@ -38,7 +38,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # an IPv6 literal is matched with its brackets
 MAX_ERRORS = 8
 MAX_REASON = 200
 

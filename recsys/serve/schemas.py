@@ -55,6 +55,9 @@ class RequestConstraints(Constraints):
     must_have_words: list[Name] = _bounded("must_have_words", 20)
     exclude_words: list[Name] = _bounded("exclude_words", 20)
     exclude_items: list[ItemIdx] = _bounded("exclude_items", 1000)
+    year_min: int | None = Field(default=None, ge=1800, le=2100, strict=True)
+    year_max: int | None = Field(default=None, ge=1800, le=2100, strict=True)
+    max_results: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
     def core(self) -> Constraints:
         return Constraints(**self.model_dump())

@@ -13,9 +13,10 @@ learns online (bandit posteriors, live profiles) is the fold of the log in
 Writes: group commit. Each process has one writer thread; callers enqueue a
 unit (one request record, or the events of one HTTP call) and wait. The writer
 takes what is queued within ``commit_window_ms`` (at most ``max_batch``
-units), writes each unit under its own savepoint (a failing unit fails alone;
-the events of one unit are all or none) and commits once; then every waiter of
-the batch is answered. A batch holding events commits durably (SQLite
+units), writes them all in one transaction (PostgreSQL: pipelined, one round
+trip per batch) and commits once; then every waiter of the batch is answered.
+If the batch fails, it is redone with a savepoint per unit, so a failing unit
+fails alone and the events of one unit are all or none. A batch holding events commits durably (SQLite
 ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``: the log is
 fsynced), so an acknowledged event survives ``kill -9`` and power loss. A batch
 of request records only commits without an fsync: the log is sequential, so
@@ -130,8 +131,12 @@ class Store(ABC):
         """Open the batch's transaction (durable: its commit is fsynced)."""
 
     @abstractmethod
-    def _insert_event(self, cur, row: tuple) -> Appended:
-        """Insert one events row (request_id, user_id, user_idx, item_idx, event, value, created_at)."""
+    def _insert_events(self, cur, rows: list[tuple]) -> list[Appended]:
+        """Insert events rows (request_id, user_id, user_idx, item_idx, event, value, created_at), in order;
+        a row whose (request_id, item_idx, event) exists already (or appears earlier in ``rows``) gets that id."""
+
+    def _insert_requests(self, cur, rows: list[tuple]) -> None:
+        cur.executemany(self._sql("INSERT INTO requests VALUES (?, ?, ?, ?, ?)"), rows)
 
     # ---- writes ------------------------------------------------------------------------
     def submit_request(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> Future:
@@ -203,33 +208,45 @@ class Store(ABC):
                 unit.future.set_exception(RuntimeError("the feedback store is closed"))
 
     def _commit_batch(self, conn, batch: list[_Unit]) -> list:
+        """-> one result per unit (None for a request, list[Appended] for events, or the unit's exception)."""
+        try:
+            results = self._transaction(conn, batch, isolate=False)
+        except Exception:  # redo unit by unit: only a unit that fails on its own is refused
+            results = self._transaction(conn, batch, isolate=True)
+        ids = [a.event_id for r in results if isinstance(r, list) for a in r]
+        if ids:
+            self.last_committed_id = max(self.last_committed_id, *ids)
+        return results
+
+    def _transaction(self, conn, batch: list[_Unit], isolate: bool) -> list:
         cur = conn.cursor()
         self._begin(cur, durable=any(u.kind == "events" for u in batch))
-        results: list = []
         try:
-            for u in batch:
-                cur.execute("SAVEPOINT unit")
-                try:
-                    if u.kind == "request":
-                        cur.execute(self._sql("INSERT INTO requests VALUES (?, ?, ?, ?, ?)"), u.rows[0])
-                        res = None
-                    else:
-                        res = [self._insert_event(cur, r) for r in u.rows]
+            if not isolate:
+                results = self._write(cur, batch)
+            else:
+                results = []
+                for u in batch:
+                    cur.execute("SAVEPOINT unit")
+                    try:
+                        results += self._write(cur, [u])
+                    except Exception as e:  # this unit only (a duplicate request id, a bad row)
+                        cur.execute("ROLLBACK TO SAVEPOINT unit")
+                        results.append(e)
                     cur.execute("RELEASE SAVEPOINT unit")
-                except Exception as e:  # this unit only (a duplicate request id, a bad row)
-                    cur.execute("ROLLBACK TO SAVEPOINT unit")
-                    cur.execute("RELEASE SAVEPOINT unit")
-                    res = e
-                results.append(res)
             cur.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 cur.execute("ROLLBACK")
             raise
-        ids = [a.event_id for r in results if isinstance(r, list) for a in r]
-        if ids:
-            self.last_committed_id = max(self.last_committed_id, *ids)
         return results
+
+    def _write(self, cur, units: list[_Unit]) -> list:
+        requests = [r for u in units if u.kind == "request" for r in u.rows]
+        if requests:
+            self._insert_requests(cur, requests)
+        appended = iter(self._insert_events(cur, [r for u in units if u.kind == "events" for r in u.rows]))
+        return [None if u.kind == "request" else [next(appended) for _ in u.rows] for u in units]
 
     # ---- reads -------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:

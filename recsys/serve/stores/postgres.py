@@ -81,10 +81,21 @@ class PostgresStore(Store):
         if durable:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
 
-    def _insert_event(self, cur, row: tuple) -> Appended:
-        cur.execute(_INSERT, row)
-        got = cur.fetchone()
-        if got is not None:
-            return Appended(int(got[0]), True)
-        cur.execute(_EXISTING, (row[0], row[3], row[4]))
-        return Appended(int(cur.fetchone()[0]), False)
+    def _insert_events(self, cur, rows: list[tuple]) -> list[Appended]:
+        if not rows:
+            return []
+        cur.executemany(_INSERT, rows, returning=True)  # pipelined: one round trip for the batch
+        ids = []
+        while True:
+            got = cur.fetchone()
+            ids.append(None if got is None else int(got[0]))
+            if not cur.nextset():
+                break
+        out = []
+        for row, event_id in zip(rows, ids):
+            if event_id is None:  # stored already (or earlier in this batch): the stored id, one query each
+                cur.execute(_EXISTING, (row[0], row[3], row[4]))
+                out.append(Appended(int(cur.fetchone()[0]), False))
+            else:
+                out.append(Appended(event_id, True))
+        return out

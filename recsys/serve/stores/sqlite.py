@@ -72,11 +72,15 @@ class SQLiteStore(Store):
         cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         cur.execute("BEGIN IMMEDIATE")
 
-    def _insert_event(self, cur, row: tuple) -> Appended:
-        cur.execute(_INSERT, row)
-        if cur.rowcount == 1:
-            return Appended(int(cur.lastrowid), True)
-        return Appended(int(cur.execute(_EXISTING, (row[0], row[3], row[4])).fetchone()[0]), False)
+    def _insert_events(self, cur, rows: list[tuple]) -> list[Appended]:
+        out = []  # row by row: an in-process call each, and lastrowid names the row
+        for row in rows:
+            cur.execute(_INSERT, row)
+            if cur.rowcount == 1:
+                out.append(Appended(int(cur.lastrowid), True))
+            else:
+                out.append(Appended(int(cur.execute(_EXISTING, (row[0], row[3], row[4])).fetchone()[0]), False))
+        return out
 
     def close(self) -> None:
         super().close()
