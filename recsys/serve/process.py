@@ -30,13 +30,19 @@ def free_port() -> int:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    except OSError:
-        return []
-    # uvicorn's workers are multiprocessing "spawn" children; the resource tracker is not a worker
-    return [int(line.split()[0]) for line in out.splitlines()
-            if "multiprocessing" in line and "resource_tracker" not in line]
+    """uvicorn's workers among ``pid``'s children: multiprocessing "spawn" children (not the resource tracker)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.append(int(proc.name))
+    return sorted(out)
 
 
 class ServerProcess:
