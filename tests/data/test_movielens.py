@@ -26,8 +26,8 @@ def _write_grouplens_from_recbole(dest: Path) -> Path:
         flags = ["1" if g in genres.split() else "0" for g in ML100K_GENRES]
         if title == "unkonwn":  # GroupLens: title "unknown", empty release date
             head, date = "unknown", ""
-        else:
-            head, date = f"{title} ({year})", f"01-Jan-{year}"
+        else:  # RecBole's year "V" stands for GroupLens' "(V)" marker after "Title (1995)"
+            head, date = f"{title} ({year})", f"01-Jan-{year if year.isdigit() else split_title(title)[1]}"
         lines.append("|".join([iid, head, date, "", "http://us.imdb.com/", *flags]))
     (dest / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     users = (src / "ml-100k.user").read_text().splitlines()[1:]
