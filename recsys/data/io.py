@@ -88,7 +88,7 @@ def _check_ranges(df: pd.DataFrame, path: str | Path) -> None:
     for col, bad, rule in checks:
         if bad.any():
             r = int(np.argmax(bad))
-            raise DataError(f"{path}: row {r}: {col} {df[col].iloc[r]!r} {rule}")
+            raise DataError(f"{path}: row {r}: {col} {df[col].to_numpy()[r].item()} {rule}")
 
 
 def check_indices(inter: pd.DataFrame, n_users: int, n_items: int, path: str | Path) -> None:
