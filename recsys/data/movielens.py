@@ -60,9 +60,6 @@ ML1M_OCCUPATIONS = (
 )
 # users.dat age group codes of MovieLens-1M (README): under 18, 18-24, ..., 56+.
 ML1M_AGES = (1, 18, 25, 35, 45, 50, 56)
-# "Title (1995)", optionally followed by GroupLens' "(V)" marker for direct-to-video releases.
-# [0-9], not \d: \d also matches non-ASCII digits, which int() would then accept.
-_TITLE_YEAR = re.compile(r"^(.*?)\s*\(([0-9]{4})\)(?:\s*\(V\))?\s*$")
 _NO_GENRE = {"unknown", "(no genres listed)", ""}
 # Plausible release years (cinema starts in the 1880s); -1 means unknown.
 YEAR_RANGE = (1870, 2100)
@@ -80,10 +77,18 @@ _RATINGS = {"user_id": _ID, "item_id": _ID, "rating": _STARS, "timestamp": _TIME
 
 
 def split_title(title: str) -> tuple[str, int]:
-    """"Toy Story (1995)" -> ("Toy Story", 1995); "X (1995) (V)" -> ("X", 1995); no year -> (title, -1)."""
-    m = _TITLE_YEAR.match(title)
-    if m:
-        return m.group(1), int(m.group(2))
+    """"Toy Story (1995)" -> ("Toy Story", 1995); "X (1995) (V)" -> ("X", 1995); no year -> (title, -1).
+
+    The year is four ASCII digits in parentheses at the end, optionally followed by GroupLens'
+    "(V)" marker for direct-to-video releases. Suffix checks, not a regex: a lazy ``(.*?)\\s*``
+    pattern is quadratic in a run of spaces, and ``\\d`` would accept non-ASCII digits.
+    """
+    head = title.rstrip()
+    if head.endswith("(V)"):
+        head = head[:-3].rstrip()
+    year = head[-5:-1]
+    if len(head) >= 6 and head[-6] == "(" and head[-1] == ")" and year.isascii() and year.isdigit():
+        return head[:-6].rstrip(), int(year)
     return title.strip(), -1
 
 
