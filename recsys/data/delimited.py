@@ -203,7 +203,7 @@ def read_delimited(
     table = _parse(body, label, sep, names, quoting, lines_skipped, True, shown_sep)
     if table.num_rows == 0:
         raise DataError(f"{label}: no data rows")
-    out, first_bad = {}, None  # first_bad: (row, name, reason)
+    out, first_bad = {}, None  # first_bad: (row, name, Column) of the earliest bad row
     for name in names:
         col = columns.get(name, Column())
         bad, vals = _check(table[name], col)

@@ -60,6 +60,11 @@ def test_good_file_types_and_blank_lines(tmp_path):
     # line numbers count the empty lines: the bad row is physical line 6
     with pytest.raises(DataError, match=r"ratings\.tsv:6: column 'rating'"):
         _read(tmp_path, GOOD + "\n\n\n1\t2\t9\t881250949\n")
+    with pytest.raises(DataError, match=r"ratings\.tsv:5: expected 4 fields"):
+        _read(tmp_path, GOOD + "\n\n1\t2\n" + GOOD)
+    big = GOOD * 50_000 + "\n" + "1\t2\n"  # large enough for Arrow's threaded parser, which knows no row numbers
+    with pytest.raises(DataError, match=r"ratings\.tsv:100002: expected 4 fields"):
+        _read(tmp_path, big)
 
 
 def test_every_row_has_extra_fields(tmp_path):
