@@ -250,6 +250,8 @@ class Explainer:
             trace = dict(c.trace)
             trace["explain"] = {"llm": len([j for j in jobs if j[0] == b]) if self.backend is not None else 0,
                                 "ungrounded": bad, "reasons": reasons_all[:5]}
+            if bad:
+                trace["fallbacks"] = [*trace.get("fallbacks", []), f"explain: {bad} ungrounded sentences replaced by templates"]
             n_ungrounded += bad
             out.append(Candidates(c.items, c.scores, c.sources, dict(c.features), sentences, trace))
         if self.accounting is not None and self.backend is not None and jobs:

@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Query
 from recsys.core.candidates import Candidates
 from recsys.serve.feedback_store import Event, FeedbackStore
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, FeedbackAck, FeedbackBatch, FeedbackEvent,
-                                  Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse)
+                                  Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse, Trace)
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,12 @@ def create_app(state: ServeState) -> FastAPI:
                                        query=req.query, onboarding_categories=req.onboarding_categories)
         request_id = uuid.uuid4().hex
         state.store.log_request(request_id, req.user_id, user_idx, cands.items)
-        if len(cands) < req.k:
-            warnings.append(f"only {len(cands)} items satisfy the filters and constraints")
+        trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
-            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands), warnings=warnings,
-            latency_ms={k: round(v, 3) for k, v in cands.trace.get("latency_ms", {}).items()},
-            removed={k: int(v) for k, v in cands.trace.get("removed", {}).items()})
+            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
+            warnings=warnings + trace["warnings"],
+            latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
+            trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -166,25 +166,15 @@ def create_app(state: ServeState) -> FastAPI:
     return app
 
 
-def build_state(cfg) -> ServeState:
-    """Load artifacts named by ``configs/serve.yaml``: dataset, pipeline, LLM stages, feedback store."""
-    from hydra.utils import instantiate
+def build_state(cfg, **objects) -> ServeState:
+    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), its
+    conversation parser (same LLM backend) and the feedback store."""
+    from recsys.llm.factory import build_conversation
+    from recsys.pipeline.build import build_recommender
 
-    from recsys.pipeline.recommender import Recommender
-
-    rec = Recommender(cfg.dataset_dir, cfg.pipeline, split=cfg.split, history="all",
-                      negative_threshold=cfg.negative_threshold)
-    conversation = None
-    llm = cfg.get("llm")
-    if llm is not None:
-        backend = instantiate(llm.backend) if llm.get("backend") is not None else None
-        if llm.get("rerank") is not None:
-            rec.pipeline.stages["llm_rerank"] = instantiate(llm.rerank)(backend=backend, items_table=rec.objects["items_table"])
-        if llm.get("explain") is not None:
-            rec.pipeline.stages["explain"] = instantiate(llm.explain)(
-                backend=backend, items_table=rec.objects["items_table"], item_popularity=rec.catalog.popularity)
-        if llm.get("conversation") is not None:
-            conversation = instantiate(llm.conversation)(categories=rec.catalog.categories, backend=backend)
+    rec = build_recommender(cfg, **objects)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories, **rec.objects)
     store = FeedbackStore(cfg.feedback_db)
-    log.info("serving %d items, stages %s, feedback at %s", len(rec.catalog), list(rec.pipeline.stages), cfg.feedback_db)
+    log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
+             list(rec.pipeline.stages), cfg.feedback_db)
     return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold))

@@ -7,7 +7,7 @@ them for debugging and offline joins.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
@@ -39,14 +39,39 @@ class RecommendedItem(_Strict):
     explanation: str | None = None
 
 
+class StepTrace(_Strict):
+    """One source, the merge or one stage of the pipeline call (``recsys.pipeline.trace``)."""
+
+    latency_ms: float
+    n_in: int | None = Field(description="rows in (None for a source)")
+    n_out: int = Field(description="rows out")
+    removed: dict[str, int] = Field(default_factory=dict, description="rows a filter dropped, per rule")
+    fallbacks: list[str] = Field(default_factory=list, description="degraded paths taken")
+    details: dict[str, Any] = Field(default_factory=dict, description="the stage's own report (e.g. LLM parse failures)")
+    llm_tokens: dict[str, int] | None = Field(default=None, description="prompt/generated tokens of an LLM stage")
+
+
+class Trace(_Strict):
+    """What the pipeline did for this request; the pipeline is its only writer."""
+
+    k: int = Field(description="the list length served for (k capped by constraints.max_results)")
+    total_ms: float
+    sources: dict[str, StepTrace]
+    merge: StepTrace | None
+    stages: dict[str, StepTrace] = Field(description="in the declared order")
+    fallbacks: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class RecommendResponse(_Strict):
     request_id: str
     user_id: str | None
     cold_start: bool
     items: list[RecommendedItem]
     warnings: list[str] = Field(default_factory=list)
-    latency_ms: dict[str, float] = Field(default_factory=dict)
-    removed: dict[str, int] = Field(default_factory=dict)
+    latency_ms: dict[str, float] = Field(default_factory=dict, description="flat view of trace: step -> ms")
+    removed: dict[str, int] = Field(default_factory=dict, description="flat view of trace: rule -> rows removed")
+    trace: Trace
 
 
 class SimilarResponse(_Strict):
