@@ -163,7 +163,7 @@ class RuleExtractor:
             include, require = require, []
         out["include_categories"] = list(dict.fromkeys(include))
         out["require_categories"] = [c for c in dict.fromkeys(require) if c not in out["include_categories"]]
-        out["exclude_categories"] = [c for c in dict.fromkeys(negated) if c not in include + require]
+        out["exclude_categories"] = list(dict.fromkeys(negated))  # "a comedy, but no comedy": Constraints asks
         return text
 
     def _years(self, text: str, out: dict) -> None:
@@ -220,7 +220,7 @@ class RuleExtractor:
     def _count(self, text: str, out: dict) -> None:
         words = "|".join(re.escape(w) for w in sorted(NUMWORDS, key=len, reverse=True))
         num = r"(\d{1,2}|" + words + r")"
-        m = re.search(r"\b(?:top|give me|show me|recommend|suggest|list|just|only)\s+" + num + r"\b(?!\s*(?:s\b|'s|\d))", text)
+        m = re.search(r"\b(?:top|give me|show me|recommend|suggest|list|just|only|make it)\s+" + num + r"\b(?!\s*(?:s\b|'s|\d))", text)
         m = m or re.search(r"\b" + num + r"\s+(?:[\w'#-]+\s+){0,2}?(?:" + NOUNS + r"\b|#{3,})", text)  # ### = a genre
         if m:
             n = m.group(1)

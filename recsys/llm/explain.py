@@ -159,8 +159,8 @@ class Verifier:
                 if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", low):
                     reasons.append(f"title not in facts {t!r}")
         rest = low
-        for a in allowed_titles:  # a title may contain a genre word or a number ("Apollo 13")
-            if a:
+        for a in sorted({t.lower() for t in [facts.title, *facts.related_titles]} | set(allowed_titles), key=len, reverse=True):
+            if a:  # a title may contain a genre word or a number ("Apollo 13", "Film (1981)")
                 rest = rest.replace(a, " ")
         years = {facts.year} - {-1, 0}  # the liked items' years are not in the prompt, so not facts
         for y in _YEAR.findall(rest):
