@@ -27,6 +27,7 @@ from recsys.core.candidates import Candidates, Constraints
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.context import ContextBuilder
 from recsys.pipeline.pipeline import Pipeline, build_pipeline
+from recsys.pipeline.similar import build_similar
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Recommender:
         self.pipeline: Pipeline = build_pipeline(pipeline, **self.objects)
         self.info = {"dataset_dir": str(self.dataset_dir), "history": history, "split": split,
                      "artifacts": _artifact_paths(pipeline)}
+        self.similar_items = build_similar(pipeline.get("similar"), self.catalog, self.pipeline.sources)
 
     # ---- ids -----------------------------------------------------------------------
     def item_idx(self, item_id: str) -> int | None:
@@ -85,29 +87,18 @@ class Recommender:
 
     # ---- requests ------------------------------------------------------------------
     def recommend(self, user_idx: int | None, k: int | None = None, session=(), constraints: Constraints | None = None,
-                  query: str | None = None, onboarding_categories=(), demographics: dict | None = None) -> tuple[Candidates, object]:
-        """-> (final candidates, the UserContext used). Unknown users take the cold-start path."""
-        ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics)
+                  query: str | None = None, onboarding_categories=(), demographics: dict | None = None,
+                  user_id: str | None = None) -> tuple[Candidates, object]:
+        """-> (final candidates, the UserContext used). Unknown users take the cold-start path
+        (with their live feedback, found by the external ``user_id``)."""
+        ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics, user_id)
         return self.pipeline(ctx, k), ctx
 
     def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Items nearest to ``item`` by embedding cosine (category overlap without embeddings) -> (items, scores)."""
-        if not 0 <= item < len(self.catalog):
-            raise IndexError(f"item_idx {item} out of range [0, {len(self.catalog)})")
-        if self.catalog.embeddings is not None:
-            scores = self.catalog.embeddings @ self.catalog.embeddings[item]  # (N,)
-        else:
-            from recsys.pipeline.diversity import category_similarity
+        """Items similar to ``item`` -> (items, scores): ``recsys.pipeline.similar`` (behaviour, then content)."""
+        return self.similar_items(item, k)
 
-            scores = category_similarity(self.catalog, np.r_[item, np.arange(len(self.catalog))])[0, 1:]
-        scores = scores.astype(np.float32).copy()
-        scores[item] = -np.inf
-        scores[~self.catalog.available] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        top = top[np.isfinite(scores[top])]
-        return top, scores[top]
-
-    def observe(self, user_idx: int | None, items, rewards, positive=None) -> None:
+    def observe(self, user_idx: int | None, items, rewards, positive=None, user_id: str | None = None) -> None:
         """Feedback for shown items: the bandit learns (reward 0/1) and the user's context updates.
 
         ``positive`` (per item, optional) marks consumption (True), dislike (False) or a
@@ -118,10 +109,11 @@ class Recommender:
         for stage in self.pipeline.stages.values():
             if hasattr(stage, "update"):
                 stage.update(ctx, items, np.asarray(rewards, np.float64))
-        if user_idx is not None and self.contexts.knows(user_idx) and positive is not None:
+        key = self.contexts.user_id(user_idx) if self.contexts.knows(user_idx) else user_id
+        if key is not None and positive is not None:
             for i, p in zip(items.tolist(), positive):
                 if p is not None:
-                    self.contexts.add_feedback(user_idx, i, positive=bool(p))
+                    self.contexts.add_feedback(key, i, positive=bool(p))
 
 
 def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbours: int = 50,

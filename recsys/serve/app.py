@@ -30,6 +30,8 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 
 from recsys.core.candidates import Candidates
+from recsys.pipeline.context import event_polarity
+from recsys.pipeline.filters import shortfall
 from recsys.serve.feedback_store import Event, FeedbackStore
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, FeedbackAck, FeedbackBatch, FeedbackEvent,
                                   Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse, Trace)
@@ -55,15 +57,14 @@ class ServeState:
 
 def _reward_and_polarity(ev: FeedbackEvent, negative_threshold: float, dwell_click_s: float) -> tuple[float, bool | None]:
     """-> (bandit reward in {0, 1}, profile effect: True consumed, False disliked, None nothing)."""
+    polarity = event_polarity(ev.event, ev.value, negative_threshold)  # the one definition, shared with replay
     if ev.event == "click":
-        return 1.0, True
-    if ev.event == "skip":
-        return 0.0, False
+        return 1.0, polarity
     if ev.event == "rating":
-        return float(ev.value >= 4.0), ev.value > negative_threshold
+        return float(ev.value >= 4.0), polarity
     if ev.event == "dwell":
-        return float(ev.value >= dwell_click_s), None
-    return 0.0, None  # impression
+        return float(ev.value >= dwell_click_s), polarity
+    return 0.0, polarity  # impression, skip
 
 
 def create_app(state: ServeState) -> FastAPI:
@@ -93,7 +94,8 @@ def create_app(state: ServeState) -> FastAPI:
             warnings.append(f"ignored unknown session item ids: {unknown[:10]}")
         with state.lock:
             cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints or req.constraints,
-                                       query=req.query, onboarding_categories=req.onboarding_categories)
+                                       query=req.query, onboarding_categories=req.onboarding_categories,
+                                       user_id=req.user_id)
         request_id = uuid.uuid4().hex
         state.store.log_request(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
@@ -129,9 +131,15 @@ def create_app(state: ServeState) -> FastAPI:
         turn = state.conversation.turn(req.session_id, req.message)
         if turn.question is not None or turn.constraints is None:
             return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
-        rr = RecommendRequest(user_id=req.user_id, k=req.k)
-        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints,
-                                    recommendation=_recommend(rr, constraints=turn.constraints))
+        # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
+        like = [rec.item_ids[i] for i in turn.like_items]
+        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like)
+        resp = _recommend(rr, constraints=turn.constraints)
+        user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
+        ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
+        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items))
+        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
+                                    question=question, notes=notes, source=turn.source, like_items=like)
 
     def _to_event(ev: FeedbackEvent) -> tuple[Event, int | None]:
         served = state.store.request(ev.request_id)
@@ -147,7 +155,7 @@ def create_app(state: ServeState) -> FastAPI:
         with state.lock:
             for ev, (row, user_idx) in zip(events, rows):
                 reward, polarity = _reward_and_polarity(ev, state.negative_threshold, state.dwell_click_s)
-                rec.observe(user_idx, [row.item_idx], [reward], [polarity])
+                rec.observe(user_idx, [row.item_idx], [reward], [polarity], user_id=row.user_id)
 
     @app.post("/feedback", response_model=FeedbackAck)
     def feedback(ev: FeedbackEvent) -> FeedbackAck:
@@ -172,9 +180,14 @@ def build_state(cfg, **objects) -> ServeState:
     from recsys.llm.factory import build_conversation
     from recsys.pipeline.build import build_recommender
 
+    from recsys.llm.conversation import title_index
+
     rec = build_recommender(cfg, **objects)
-    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories, **rec.objects)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories,
+                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     store = FeedbackStore(cfg.feedback_db)
-    log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
-             list(rec.pipeline.stages), cfg.feedback_db)
+    # live profiles are in memory: replay the stored feedback so acknowledged events still count after a restart
+    replayed = rec.contexts.live.replay(store.events())
+    log.info("serving %d items, pipeline %s, stages %s, feedback at %s (%d events replayed into live profiles)",
+             len(rec.catalog), rec.info["pipeline"], list(rec.pipeline.stages), cfg.feedback_db, replayed)
     return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold))

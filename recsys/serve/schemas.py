@@ -121,6 +121,9 @@ class ConversationResponse(_Strict):
     question: str | None = None
     constraints: Constraints | None = None
     recommendation: RecommendResponse | None = None
+    notes: list[str] = Field(default_factory=list, description="what the list does not show and why (e.g. the age rule)")
+    source: str | None = Field(default=None, description="who read the message: rules, llm, llm+rules or state")
+    like_items: list[str] = Field(default_factory=list, description="item ids named as examples (never recommended)")
 
 
 class Health(_Strict):
