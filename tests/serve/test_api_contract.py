@@ -64,7 +64,7 @@ def test_recommend_known_user(client, state):
     assert body["latency_ms"]["total"] > 0 and "consumed" in body["removed"]
     trace = body["trace"]  # every declared stage, in order, with its latency, counts and report
     assert list(trace["stages"]) == list(state.recommender.pipeline.stages) and trace["k"] == 7
-    assert list(trace["sources"]) == ["item2item", "popularity"] and trace["merge"]["n_out"] > 7
+    assert list(trace["sources"]) == ["item2item", "popularity", "constraints"] and trace["merge"]["n_out"] > 7
     assert all(s["latency_ms"] >= 0 and s["n_out"] >= 7 for s in trace["stages"].values())
     assert trace["stages"]["consumed"]["removed"] == {"consumed": body["removed"]["consumed"]}
     assert trace["stages"]["explain"]["details"]["ungrounded"] == 0 and trace["stages"]["explain"]["n_in"] == 7
