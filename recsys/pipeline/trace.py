@@ -8,6 +8,7 @@ Report keys:
 
     removed    {rule: count} rows a filter dropped
     fallbacks  [message] degraded paths taken ("mmr: no embeddings, ...")
+    warnings   [message] what the user should be told (a rule hid items they asked for)
     other      anything else goes to ``details``; a dict value (a stage's own
                section, e.g. the re-ranker's ``{"llm_rerank": {...}}``) is merged one level up
 
@@ -24,7 +25,7 @@ The finished trace (plain JSON types; ``RecommendResponse.trace`` in the API)::
     counts      {"source/<name>" | "merge" | <stage>: rows out}       for tables and scripts
     removed     {rule: count}  summed over the filters
 
-    Step = {latency_ms, n_in, n_out, removed, fallbacks, details, llm_tokens}
+    Step = {latency_ms, n_in, n_out, removed, fallbacks, warnings, details, llm_tokens}
            (``llm_tokens`` = {prompt, generated} for a step that holds an LLM backend, else None)
 """
 
@@ -71,12 +72,14 @@ class TraceRecorder:
         report = dict(report or {})
         removed = {str(r): int(c) for r, c in (report.pop("removed", None) or {}).items()}
         fallbacks = [str(f) for f in (report.pop("fallbacks", None) or [])]
+        warnings = [str(w) for w in (report.pop("warnings", None) or [])]
         details: dict = {}
         for key, v in report.items():
             details.update(v if isinstance(v, Mapping) else {key: v})
         details.pop("latency_ms", None)  # the pipeline measures latency itself
         step = {"latency_ms": float(latency_ms), "n_in": n_in, "n_out": int(n_out), "removed": removed,
-                "fallbacks": fallbacks, "details": plain(details), "llm_tokens": tokens}
+                "fallbacks": fallbacks, "warnings": warnings, "details": plain(details),
+                "llm_tokens": tokens}
         if kind == "source":
             self.sources[name] = step
         elif kind == "merge":
@@ -120,7 +123,7 @@ class TraceRecorder:
         return {
             "k": self.k, "total_ms": total, "sources": self.sources, "merge": self.merge, "stages": self.stages,
             "fallbacks": [f for _, s in steps for f in s["fallbacks"]],
-            "warnings": [warning] if warning else [],
+            "warnings": [w for _, s in steps for w in s["warnings"]] + ([warning] if warning else []),
             "latency_ms": {**{n: s["latency_ms"] for n, s in steps}, "total": total},
             "counts": {n: s["n_out"] for n, s in steps},
             "removed": removed,

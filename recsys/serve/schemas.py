@@ -47,6 +47,7 @@ class StepTrace(_Strict):
     n_out: int = Field(description="rows out")
     removed: dict[str, int] = Field(default_factory=dict, description="rows a filter dropped, per rule")
     fallbacks: list[str] = Field(default_factory=list, description="degraded paths taken")
+    warnings: list[str] = Field(default_factory=list, description="what the user should be told")
     details: dict[str, Any] = Field(default_factory=dict, description="the stage's own report (e.g. LLM parse failures)")
     llm_tokens: dict[str, int] | None = Field(default=None, description="prompt/generated tokens of an LLM stage")
 
