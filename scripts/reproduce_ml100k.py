@@ -155,13 +155,12 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
 def step_latency(a, rec: Recorder, dataset_dir: Path) -> None:
     """Mean per-stage latency (ms) of the default pipeline over a seeded sample of test users."""
     import numpy as np
-    from omegaconf import OmegaConf
 
     from recsys.data.io import load_split
-    from recsys.pipeline.recommender import Recommender
+    from recsys.pipeline.build import build_recommender, compose_serve
 
-    recommender = Recommender(dataset_dir, OmegaConf.load(ROOT / "configs" / "pipeline" / "default.yaml"),
-                              split="loo", history="test")
+    # the server's own pipeline (configs/serve.yaml), on the test-time histories
+    recommender = build_recommender(compose_serve([f"dataset_dir={dataset_dir}", "split=loo", "history=test"]))
     users = np.sort(load_split(dataset_dir, "loo").test["user_idx"].unique())
     users = np.random.default_rng(0).choice(users, size=min(a.latency_users, len(users)), replace=False)
     recommender.recommend(int(users[0]))  # warm-up (lazy index builds) is not a request

@@ -29,16 +29,17 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Path, Query
 
 from recsys.core.candidates import Candidates
+from recsys.pipeline.filters import shortfall
 from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
 from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
-                                  RecommendResponse, SimilarResponse)
+                                  RecommendResponse, SimilarResponse, Trace)
 from recsys.serve.shared import SharedState, observe_events, serialize_learning_stages
 from recsys.serve.stores import Store, open_store
 
@@ -61,6 +62,9 @@ class ServeState:
     max_staleness_s: float = 0.05
     feedback_rate_per_s: float = 20.0
     feedback_burst: int = 200
+    # made by the first create_app over this state: one fold of the store per recommender
+    shared: SharedState | None = field(default=None, init=False, repr=False)
+    served: ServedRequests | None = field(default=None, init=False, repr=False)
 
 
 def serve_options(cfg) -> dict:
@@ -76,14 +80,15 @@ def create_app(state: ServeState) -> FastAPI:
     app = FastAPI(title="recsys", version="0.1.0", description="Multi-stage recommender with LLM re-ranking")
     install_limits(app, allowed_hosts=state.allowed_hosts, max_body_bytes=state.max_body_bytes)
     rec = state.recommender
-    serialize_learning_stages(rec.pipeline, threading.Lock())
-    shared = SharedState(state.store, observe_events(rec, state.negative_threshold, state.dwell_click_s),
-                         max_staleness_s=state.max_staleness_s)
-    replayed = shared.catch_up()  # the whole log at start-up: acknowledged feedback survives a restart
-    log.info("replayed %d stored feedback events", replayed)
-    served = ServedRequests(state.store)
+    if state.shared is None:
+        serialize_learning_stages(rec.pipeline, threading.Lock())
+        state.shared = SharedState(state.store, observe_events(rec, state.negative_threshold, state.dwell_click_s),
+                                   max_staleness_s=state.max_staleness_s)
+        replayed = state.shared.catch_up()  # the whole log at start-up: acknowledged feedback survives a restart
+        log.info("replayed %d stored feedback events", replayed)
+        state.served = ServedRequests(state.store)
+    shared, served = state.shared, state.served
     app.include_router(feedback_router(rec, served, RateLimiter(state.feedback_rate_per_s, state.feedback_burst)))
-    app.state.shared = shared
 
     def _items(cands: Candidates) -> list[RecommendedItem]:
         explored = cands.features.get("explored")
@@ -112,15 +117,16 @@ def create_app(state: ServeState) -> FastAPI:
             warnings.append(f"ignored unknown session item ids: {unknown[:10]}")
         shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
         cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
-                                   query=req.query, onboarding_categories=req.onboarding_categories)
+                                   query=req.query, onboarding_categories=req.onboarding_categories,
+                                   user_id=req.user_id)
         request_id = uuid.uuid4().hex
         served.log(request_id, req.user_id, user_idx, cands.items)
-        if len(cands) < req.k:
-            warnings.append(f"only {len(cands)} items satisfy the filters and constraints")
+        trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
-            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands), warnings=warnings,
-            latency_ms={k: round(v, 3) for k, v in cands.trace.get("latency_ms", {}).items()},
-            removed={k: int(v) for k, v in cands.trace.get("removed", {}).items()})
+            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
+            warnings=warnings + trace["warnings"],
+            latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
+            trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -148,33 +154,33 @@ def create_app(state: ServeState) -> FastAPI:
         turn = state.conversation.turn(req.session_id, req.message)
         if turn.question is not None or turn.constraints is None:
             return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
-        rr = RecommendRequest(user_id=req.user_id, k=req.k)
-        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints,
-                                    recommendation=_recommend(rr, constraints=turn.constraints))
+        # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
+        like = [rec.item_ids[i] for i in turn.like_items]
+        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like)
+        resp = _recommend(rr, constraints=turn.constraints)
+        user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
+        ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
+        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items))
+        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
+                                    question=question, notes=notes, source=turn.source, like_items=like)
 
     return app
 
 
-def build_state(cfg) -> ServeState:
-    """Load artifacts named by ``configs/serve.yaml``: dataset, pipeline, LLM stages, feedback store."""
-    from hydra.utils import instantiate
+def build_state(cfg, **objects) -> ServeState:
+    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), its
+    conversation parser (same LLM backend) and the feedback store."""
+    from recsys.llm.factory import build_conversation
+    from recsys.pipeline.build import build_recommender
 
-    from recsys.pipeline.recommender import Recommender
+    from recsys.llm.conversation import title_index
 
-    rec = Recommender(cfg.dataset_dir, cfg.pipeline, split=cfg.split, history="all",
-                      negative_threshold=cfg.negative_threshold)
-    conversation = None
-    llm = cfg.get("llm")
-    if llm is not None:
-        backend = instantiate(llm.backend) if llm.get("backend") is not None else None
-        if llm.get("rerank") is not None:
-            rec.pipeline.stages["llm_rerank"] = instantiate(llm.rerank)(backend=backend, items_table=rec.objects["items_table"])
-        if llm.get("explain") is not None:
-            rec.pipeline.stages["explain"] = instantiate(llm.explain)(
-                backend=backend, items_table=rec.objects["items_table"], item_popularity=rec.catalog.popularity)
-        if llm.get("conversation") is not None:
-            conversation = instantiate(llm.conversation)(categories=rec.catalog.categories, backend=backend)
+    rec = build_recommender(cfg, **objects)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories,
+                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     store = open_store(cfg.feedback_db, **(cfg.get("store") or {}))
-    log.info("serving %d items, stages %s, feedback at %s", len(rec.catalog), list(rec.pipeline.stages), cfg.feedback_db)
+    # the stored feedback is replayed into the bandit and the live profiles by create_app (recsys.serve.shared)
+    log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
+             list(rec.pipeline.stages), cfg.feedback_db)
     return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold),
                       **serve_options(cfg))

@@ -15,7 +15,7 @@ fails on a request field without a bound.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -51,6 +51,7 @@ class RequestConstraints(Constraints):
     """
 
     include_categories: list[Name] = _bounded("include_categories", 50)
+    require_categories: list[Name] = _bounded("require_categories", 50)
     exclude_categories: list[Name] = _bounded("exclude_categories", 50)
     must_have_words: list[Name] = _bounded("must_have_words", 20)
     exclude_words: list[Name] = _bounded("exclude_words", 20)
@@ -83,14 +84,40 @@ class RecommendedItem(_Strict):
     explanation: str | None = None
 
 
+class StepTrace(_Strict):
+    """One source, the merge or one stage of the pipeline call (``recsys.pipeline.trace``)."""
+
+    latency_ms: float
+    n_in: int | None = Field(description="rows in (None for a source)")
+    n_out: int = Field(description="rows out")
+    removed: dict[str, int] = Field(default_factory=dict, description="rows a filter dropped, per rule")
+    fallbacks: list[str] = Field(default_factory=list, description="degraded paths taken")
+    warnings: list[str] = Field(default_factory=list, description="what the user should be told")
+    details: dict[str, Any] = Field(default_factory=dict, description="the stage's own report (e.g. LLM parse failures)")
+    llm_tokens: dict[str, int] | None = Field(default=None, description="prompt/generated tokens of an LLM stage")
+
+
+class Trace(_Strict):
+    """What the pipeline did for this request; the pipeline is its only writer."""
+
+    k: int = Field(description="the list length served for (k capped by constraints.max_results)")
+    total_ms: float
+    sources: dict[str, StepTrace]
+    merge: StepTrace | None
+    stages: dict[str, StepTrace] = Field(description="in the declared order")
+    fallbacks: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class RecommendResponse(_Strict):
     request_id: str
     user_id: str | None
     cold_start: bool
     items: list[RecommendedItem]
     warnings: list[str] = Field(default_factory=list)
-    latency_ms: dict[str, float] = Field(default_factory=dict)
-    removed: dict[str, int] = Field(default_factory=dict)
+    latency_ms: dict[str, float] = Field(default_factory=dict, description="flat view of trace: step -> ms")
+    removed: dict[str, int] = Field(default_factory=dict, description="flat view of trace: rule -> rows removed")
+    trace: Trace
 
 
 class SimilarResponse(_Strict):
@@ -147,6 +174,9 @@ class ConversationResponse(_Strict):
     question: str | None = None
     constraints: Constraints | None = None
     recommendation: RecommendResponse | None = None
+    notes: list[str] = Field(default_factory=list, description="what the list does not show and why (e.g. the age rule)")
+    source: str | None = Field(default=None, description="who read the message: rules, llm, llm+rules or state")
+    like_items: list[str] = Field(default_factory=list, description="item ids named as examples (never recommended)")
 
 
 class Health(_Strict):

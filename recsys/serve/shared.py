@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from itertools import groupby
 
+from recsys.pipeline.context import event_polarity
 from recsys.serve.stores import Store, StoredEvent
 
 
@@ -68,27 +69,31 @@ def serialize_learning_stages(pipeline, lock: threading.Lock) -> list[str]:
 
 def reward_and_polarity(event: str, value: float | None, negative_threshold: float,
                         dwell_click_s: float) -> tuple[float, bool | None]:
-    """-> (bandit reward in {0, 1}, profile effect: True consumed, False disliked, None nothing)."""
+    """-> (bandit reward in {0, 1}, profile effect: ``event_polarity``, the one definition)."""
+    polarity = event_polarity(event, value, negative_threshold)
     if event == "click":
-        return 1.0, True
-    if event == "skip":
-        return 0.0, False
+        return 1.0, polarity
     if event == "rating":
-        return float(value >= 4.0), value > negative_threshold
+        return float(value >= 4.0), polarity
     if event == "dwell":
-        return float(value >= dwell_click_s), None
-    return 0.0, None  # impression
+        return float(value >= dwell_click_s), polarity
+    return 0.0, polarity  # impression, skip
 
 
 def observe_events(recommender, negative_threshold: float = 2.0, dwell_click_s: float = 30.0
                    ) -> Callable[[list[StoredEvent]], None]:
-    """-> ``apply(events)``: feeds stored events, in order, to ``recommender.observe`` (one call per run of a user)."""
+    """-> ``apply(events)``: feeds stored events, in order, to ``recommender.observe`` (one call per run of a user).
+
+    ``observe`` updates the bandit and the user's ``LiveProfiles`` (by the external user id, so a user the
+    tables do not know has a live profile too).
+    """
 
     def apply(events: list[StoredEvent]) -> None:
-        for user_idx, run in groupby(events, key=lambda e: e.user_idx):
+        for (user_idx, user_id), run in groupby(events, key=lambda e: (e.user_idx, e.user_id)):
             run = list(run)
             effects = [reward_and_polarity(e.event, e.value, negative_threshold, dwell_click_s) for e in run]
-            recommender.observe(user_idx, [e.item_idx for e in run], [r for r, _ in effects], [p for _, p in effects])
+            recommender.observe(user_idx, [e.item_idx for e in run], [r for r, _ in effects], [p for _, p in effects],
+                                user_id=user_id)
 
     return apply
 
