@@ -13,10 +13,10 @@ import time
 import httpx
 import pytest
 
+from recsys.pipeline.build import compose_serve
+from recsys.serve.__main__ import check_ports
 from recsys.serve.process import ServerProcess
 from recsys.serve.stores import open_store
-
-pytestmark = pytest.mark.slow
 
 
 def overrides(ml100k_dir, db, tmp_path, workers=2):
@@ -34,6 +34,23 @@ def fresh_post(base: str, path: str, payload) -> httpx.Response:
     return httpx.post(base + path, json=payload, timeout=30)
 
 
+def test_default_ports_are_distinct_and_a_self_call_is_refused():
+    from urllib.parse import urlsplit
+
+    cfg = compose_serve(["llm=openai"])
+    assert urlsplit(cfg.llm.backend.base_url).port != cfg.port  # the recommender and the LLM server
+    check_ports(cfg)
+    with pytest.raises(ValueError, match="own address"):
+        check_ports(compose_serve(["llm=openai", f"port={urlsplit(cfg.llm.backend.base_url).port}"]))
+
+
+def test_serve_config_keys_compose():
+    cfg = compose_serve(["workers=3"])
+    assert cfg.workers == 3 and list(cfg.allowed_hosts) == ["127.0.0.1", "localhost", "[::1]"]
+    assert cfg.max_body_bytes > 0 and cfg.store.commit_window_ms > 0 and cfg.feedback.burst >= 1
+
+
+@pytest.mark.slow
 def test_two_workers_share_feedback_through_postgres(ml100k_dir, tmp_path, postgres_url):
     with ServerProcess(overrides(ml100k_dir, postgres_url, tmp_path), tmp_path / "server.err") as srv:
         srv.wait_ready(workers=2)
@@ -59,6 +76,7 @@ def test_two_workers_share_feedback_through_postgres(ml100k_dir, tmp_path, postg
         assert store.events()["event"].tolist()[-3:] == ["skip"] * 3
 
 
+@pytest.mark.slow
 def test_kill_9_of_workers_loses_no_acknowledged_event(ml100k_dir, tmp_path):
     db = tmp_path / "feedback.sqlite"
     srv = ServerProcess(overrides(ml100k_dir, db, tmp_path), tmp_path / "server.err").start()
