@@ -219,7 +219,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    kind = f"kill-{args.kill}" if args.kill else "steady"
+    kind = (f"kill-{args.kill}" if args.kill else "steady") + ("" if args.client == "raw" else f"-{args.client}")
     work = Path(args.work_dir) / kind
     work.mkdir(parents=True, exist_ok=True)
     db = work / "feedback.sqlite"
@@ -254,13 +254,16 @@ def main(argv=None) -> int:
 
 def write_report(path: Path, r: dict, argv) -> None:
     kind = r["kind"]
+    mode = kind.removesuffix("-httpx")
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python scripts/loadtest.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    what = {"steady": "steady state", "kill-one": f"kill -9 of one worker at {r['kill_at_s']:.0f} s",
-            "kill-workers": f"kill -9 of every worker at {r['kill_at_s']:.0f} s (the supervisor restarts them)",
-            "kill-server": f"kill -9 of the supervisor and every worker at {r['kill_at_s']:.0f} s, then a restart"}[kind]
+    at = f"{r['kill_at_s']:.0f} s" if r["kill_at_s"] is not None else ""
+    what = {"steady": "steady state", "kill-one": f"kill -9 of one worker at {at}",
+            "kill-workers": f"kill -9 of every worker at {at} (the supervisor restarts them)",
+            "kill-server": f"kill -9 of the supervisor and every worker at {at}, then a restart"}[mode]
     errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     lb, la = r["load_before"], r["load_after"]
-    lines = [MARK_BEGIN.format(kind), f"## Load test, {what} (scripts/loadtest.py)", "", f"Command: `{cmd}`", "",
+    client = "" if r["client"] == "raw" else f", {r['client']} client"
+    lines = [MARK_BEGIN.format(kind), f"## Load test, {what}{client} (scripts/loadtest.py)", "", f"Command: `{cmd}`", "",
              f"{r['clients']} concurrent clients ({r['client']} HTTP client) for {r['duration_s']:.0f} s on loopback against {r['workers']} worker "
              f"process(es) (ML-100K, default pipeline, all workers ready {r['startup_s']:.1f} s after start); "
              f"shared 2-core machine, load average {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f} (1/5/15 min) before, "

@@ -66,7 +66,11 @@ class ServedRequests:
     def log(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> None:
         """Record a served list; returns once the record is committed (visible to every worker)."""
         items = [int(i) for i in items]
-        self.store.log_request(request_id, user_id, user_idx, items)
+        try:
+            self.store.log_request(request_id, user_id, user_idx, items)
+        except Exception as e:  # without the record no feedback could refer to the list: do not serve it
+            log.error("served list not recorded: %s: %s", type(e).__name__, safe_text(e))
+            raise HTTPException(503, "the feedback store is unavailable; retry") from None
         self._keep(dict(request_id=request_id, user_id=user_id, user_idx=user_idx, items=items))
 
     def cached(self, request_id: str) -> dict | None:

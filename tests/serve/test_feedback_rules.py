@@ -117,3 +117,12 @@ def test_a_restart_replays_the_log(served, make_app):
     ctx = state2.recommender.contexts.build(state2.recommender.contexts.user_idx("42"))
     assert item["item_idx"] in ctx.history.tolist()
     assert np.isclose(bandit.alpha.sum(), len(bandit.alpha) + 1)
+
+
+def test_a_store_failure_is_a_503_and_nothing_is_acknowledged(served):
+    client, state, body = served
+    state.store.close()  # as if the disk or the database went away
+    r = client.post("/feedback", json={"request_id": body["request_id"], "item_id": body["items"][0]["item_id"],
+                                       "event": "click"})
+    assert r.status_code == 503 and "not stored" in r.text
+    assert client.post("/recommend", json={"user_id": "42"}).status_code == 503  # no list without its record
