@@ -18,10 +18,14 @@ def build_llm_stages(cfg, items_table: pd.DataFrame, categories: list[str],
 
     backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
     if backend is not None and cfg.get("adapter"):
-        # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker)
-        from recsys.llm.finetune import load_adapter
+        # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker):
+        # vLLM applies it per request on its own engine; transformers merges it into a model copy
+        if hasattr(backend, "with_adapter"):
+            backend = backend.with_adapter(cfg.adapter)
+        else:
+            from recsys.llm.finetune import load_adapter
 
-        backend = load_adapter(backend, cfg.adapter)
+            backend = load_adapter(backend, cfg.adapter)
     out = {"backend": backend, "rerank": None, "explain": None, "conversation": None}
     if cfg.get("rerank") is not None:
         if backend is None:
