@@ -7,16 +7,21 @@
     POST /feedback/batch          FeedbackBatch     -> FeedbackAck (one transaction)
     GET  /health                                    -> Health
 
-Errors: malformed JSON, wrong types, unknown fields, k out of range -> 422
-with pydantic's message; an unknown item or request id -> 404; an unknown
-user is not an error: it takes the cold-start path (``cold_start: true``).
-Unknown session item ids are ignored and reported in ``warnings``.
+Errors: malformed JSON, wrong types, unknown fields, k out of range, an
+item_idx outside the catalogue -> 422 with a short message that never echoes
+the input; a body over ``max_body_bytes`` -> 413; a Host header outside
+``allowed_hosts`` -> 400 (``recsys.serve.limits``); an unknown item or request
+id -> 404; an unknown user is not an error: it takes the cold-start path
+(``cold_start: true``). Unknown session item ids are ignored and reported in
+``warnings``.
 
-Feedback is applied online after it is durable: the exploration bandit
-learns (click 1, impression/skip 0, rating >= 4 is 1, dwell >= 30 s is 1)
-and the user's live profile updates (a click or rating is consumed, a skip or
-a rating <= ``negative_threshold`` is never shown again). Retraining is the
-refresh job's work (``recsys.serve.refresh``).
+Feedback (``recsys.serve.feedback_api``) is accepted only for served items,
+once per (request, item, event), and applied by every worker from the store's
+log (``recsys.serve.shared``): the exploration bandit learns (click 1,
+impression/skip 0, rating >= 4 is 1, dwell >= 30 s is 1) and the user's live
+profile updates (a click or rating is consumed, a skip or a rating <=
+``negative_threshold`` is never shown again). Retraining is the refresh job's
+work (``recsys.serve.refresh``).
 """
 
 from __future__ import annotations
@@ -24,52 +29,66 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 
 from recsys.core.candidates import Candidates
-from recsys.pipeline.context import event_polarity
 from recsys.pipeline.filters import shortfall
-from recsys.serve.feedback_store import Event, FeedbackStore
-from recsys.serve.schemas import (ConversationRequest, ConversationResponse, FeedbackAck, FeedbackBatch, FeedbackEvent,
-                                  Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse, Trace)
+from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
+from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
+from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
+                                  RecommendResponse, SimilarResponse, Trace)
+from recsys.serve.shared import SharedState, observe_events, serialize_learning_stages
+from recsys.serve.stores import Store, open_store
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServeState:
-    """What the app serves from: a ``Recommender``, the feedback store, an optional conversation parser."""
+    """What the app serves from: a ``Recommender``, the feedback store, an optional conversation parser,
+    and the limits of ``configs/serve.yaml`` (``serve_options``)."""
 
     recommender: object
-    store: FeedbackStore
+    store: Store
     conversation: object | None = None
     max_k: int = 100
     negative_threshold: float = 2.0
     dwell_click_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    max_body_bytes: int = 262_144
+    max_staleness_s: float = 0.05
+    feedback_rate_per_s: float = 20.0
+    feedback_burst: int = 200
+    # made by the first create_app over this state: one fold of the store per recommender
+    shared: SharedState | None = field(default=None, init=False, repr=False)
+    served: ServedRequests | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        # the bandit's RNG and the live profiles are not thread-safe; a request holds this briefly
-        self.lock = threading.Lock()
 
-
-def _reward_and_polarity(ev: FeedbackEvent, negative_threshold: float, dwell_click_s: float) -> tuple[float, bool | None]:
-    """-> (bandit reward in {0, 1}, profile effect: True consumed, False disliked, None nothing)."""
-    polarity = event_polarity(ev.event, ev.value, negative_threshold)  # the one definition, shared with replay
-    if ev.event == "click":
-        return 1.0, polarity
-    if ev.event == "rating":
-        return float(ev.value >= 4.0), polarity
-    if ev.event == "dwell":
-        return float(ev.value >= dwell_click_s), polarity
-    return 0.0, polarity  # impression, skip
+def serve_options(cfg) -> dict:
+    """The ``ServeState`` limits from a composed ``configs/serve.yaml``."""
+    fb = cfg.get("feedback") or {}
+    return dict(allowed_hosts=tuple(str(h) for h in cfg.allowed_hosts), max_body_bytes=int(cfg.max_body_bytes),
+                max_staleness_s=float(cfg.shared_state_staleness_s),
+                feedback_rate_per_s=float(fb.get("rate_per_s", 20.0)), feedback_burst=int(fb.get("burst", 200)))
 
 
 def create_app(state: ServeState) -> FastAPI:
+    """The FastAPI app over ``state``; replays the store's event log into the recommender before returning."""
     app = FastAPI(title="recsys", version="0.1.0", description="Multi-stage recommender with LLM re-ranking")
+    install_limits(app, allowed_hosts=state.allowed_hosts, max_body_bytes=state.max_body_bytes)
     rec = state.recommender
+    if state.shared is None:
+        serialize_learning_stages(rec.pipeline, threading.Lock())
+        state.shared = SharedState(state.store, observe_events(rec, state.negative_threshold, state.dwell_click_s),
+                                   max_staleness_s=state.max_staleness_s)
+        replayed = state.shared.catch_up()  # the whole log at start-up: acknowledged feedback survives a restart
+        log.info("replayed %d stored feedback events", replayed)
+        state.served = ServedRequests(state.store)
+    shared, served = state.shared, state.served
+    app.include_router(feedback_router(rec, served, RateLimiter(state.feedback_rate_per_s, state.feedback_burst)))
 
     def _items(cands: Candidates) -> list[RecommendedItem]:
         explored = cands.features.get("explored")
@@ -82,6 +101,10 @@ def create_app(state: ServeState) -> FastAPI:
     def _recommend(req: RecommendRequest, constraints=None) -> RecommendResponse:
         if req.k > state.max_k:
             raise HTTPException(422, f"k={req.k} exceeds this server's max_k={state.max_k}")
+        if constraints is None and req.constraints is not None:
+            constraints = req.constraints.core()
+            if constraints.exclude_items and max(constraints.exclude_items) >= len(rec.catalog):
+                raise HTTPException(422, f"constraints.exclude_items: item_idx must be < {len(rec.catalog)}")
         warnings = []
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
         if req.user_id is not None and user_idx is None:
@@ -92,12 +115,12 @@ def create_app(state: ServeState) -> FastAPI:
             (unknown.append(iid) if j is None else session.append(j))
         if unknown:
             warnings.append(f"ignored unknown session item ids: {unknown[:10]}")
-        with state.lock:
-            cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints or req.constraints,
-                                       query=req.query, onboarding_categories=req.onboarding_categories,
-                                       user_id=req.user_id)
+        shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
+        cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
+                                   query=req.query, onboarding_categories=req.onboarding_categories,
+                                   user_id=req.user_id)
         request_id = uuid.uuid4().hex
-        state.store.log_request(request_id, req.user_id, user_idx, cands.items)
+        served.log(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
             request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
@@ -116,7 +139,7 @@ def create_app(state: ServeState) -> FastAPI:
         return _recommend(req)
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse)
-    def similar(item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
+    def similar(item_id: str = Path(max_length=128), k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         j = rec.item_idx(item_id)
         if j is None:
             raise HTTPException(404, f"unknown item_id {item_id!r}")
@@ -141,36 +164,6 @@ def create_app(state: ServeState) -> FastAPI:
         return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
                                     question=question, notes=notes, source=turn.source, like_items=like)
 
-    def _to_event(ev: FeedbackEvent) -> tuple[Event, int | None]:
-        served = state.store.request(ev.request_id)
-        if served is None:
-            raise HTTPException(404, f"unknown request_id {ev.request_id!r}")
-        j = rec.item_idx(ev.item_id)
-        if j is None:
-            raise HTTPException(404, f"unknown item_id {ev.item_id!r}")
-        user_idx = served["user_idx"]
-        return Event(ev.request_id, ev.user_id or served["user_id"], user_idx, j, ev.event, ev.value), user_idx
-
-    def _apply_online(events: list[FeedbackEvent], rows: list[tuple[Event, int | None]]) -> None:
-        with state.lock:
-            for ev, (row, user_idx) in zip(events, rows):
-                reward, polarity = _reward_and_polarity(ev, state.negative_threshold, state.dwell_click_s)
-                rec.observe(user_idx, [row.item_idx], [reward], [polarity], user_id=row.user_id)
-
-    @app.post("/feedback", response_model=FeedbackAck)
-    def feedback(ev: FeedbackEvent) -> FeedbackAck:
-        row = _to_event(ev)
-        ids = state.store.append_many([row[0]])  # returns after COMMIT: the ack means durable
-        _apply_online([ev], [row])
-        return FeedbackAck(event_ids=ids)
-
-    @app.post("/feedback/batch", response_model=FeedbackAck)
-    def feedback_batch(batch: FeedbackBatch) -> FeedbackAck:
-        rows = [_to_event(ev) for ev in batch.events]  # validate all before writing any
-        ids = state.store.append_many([r[0] for r in rows])
-        _apply_online(batch.events, rows)
-        return FeedbackAck(event_ids=ids)
-
     return app
 
 
@@ -185,9 +178,9 @@ def build_state(cfg, **objects) -> ServeState:
     rec = build_recommender(cfg, **objects)
     conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories,
                                       titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
-    store = FeedbackStore(cfg.feedback_db)
-    # live profiles are in memory: replay the stored feedback so acknowledged events still count after a restart
-    replayed = rec.contexts.live.replay(store.events())
-    log.info("serving %d items, pipeline %s, stages %s, feedback at %s (%d events replayed into live profiles)",
-             len(rec.catalog), rec.info["pipeline"], list(rec.pipeline.stages), cfg.feedback_db, replayed)
-    return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold))
+    store = open_store(cfg.feedback_db, **(cfg.get("store") or {}))
+    # the stored feedback is replayed into the bandit and the live profiles by create_app (recsys.serve.shared)
+    log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
+             list(rec.pipeline.stages), cfg.feedback_db)
+    return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold),
+                      **serve_options(cfg))

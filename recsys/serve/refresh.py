@@ -78,14 +78,14 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
     the refresh that produced ``dataset_dir`` (its ``meta.extra["refresh"]``) are skipped.
     """
     from recsys.data.io import load_dataset, load_split, save_dataset, save_split
-    from recsys.serve.feedback_store import FeedbackStore
+    from recsys.serve.feedback_store import open_store
 
     src, out = Path(dataset_dir), Path(out_dir)
     if src.resolve() == out.resolve():
         raise ValueError(f"refresh writes a new directory; out_dir must differ from {src}")
     ds = load_dataset(src)
     since = int(ds.meta.extra.get("refresh", {}).get("last_event_id", 0))
-    store = FeedbackStore(feedback_db)
+    store = open_store(feedback_db)  # a SQLite path or a postgresql:// URL, as the server's feedback_db
     events = store.events(since_id=since)
     store.close()
     new = events_to_interactions(events, after_timestamp=int(ds.interactions["timestamp"].max()), **mapping)

@@ -79,7 +79,8 @@ def run_all(client, rec) -> tuple[list, list, list]:
 def test_conversation_set_passes_95_percent(serve_state):
     from recsys.serve.app import create_app
 
-    results, latency, failed = run_all(TestClient(create_app(serve_state)), serve_state.recommender)
+    results, latency, failed = run_all(TestClient(create_app(serve_state), base_url="http://127.0.0.1"),
+                                       serve_state.recommender)
     assert len(results) >= 60
     rate = 1 - len(failed) / len(results)
     print(f"\nconversation set (llm=none): {len(results) - len(failed)}/{len(results)} = {rate:.1%}; "

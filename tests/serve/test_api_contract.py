@@ -30,7 +30,7 @@ def state(ml100k_dir, tmp_path_factory):
 def client(state):
     from recsys.serve.app import create_app
 
-    return TestClient(create_app(state))
+    return TestClient(create_app(state), base_url="http://127.0.0.1")  # a Host on the default allow-list
 
 
 class GarbageBackend(LLMBackend):
@@ -166,21 +166,22 @@ def test_feedback_contract_and_effect(client, state):
 @pytest.mark.parametrize("payload, status", [
     ({"request_id": "deadbeef", "item_id": "1", "event": "click"}, 404),
     ({"request_id": "REQ", "item_id": "no-such-item", "event": "click"}, 404),
-    ({"request_id": "REQ", "item_id": "1", "event": "purchase"}, 422),
-    ({"request_id": "REQ", "item_id": "1", "event": "rating"}, 422),
-    ({"request_id": "REQ", "item_id": "1", "event": "rating", "value": 9}, 422),
-    ({"request_id": "REQ", "item_id": "1", "event": "dwell", "value": -3}, 422),
-    ({"request_id": "REQ", "item_id": "1", "event": "click", "value": 1}, 422),
+    ({"request_id": "REQ", "item_id": "ITEM", "event": "purchase"}, 422),
+    ({"request_id": "REQ", "item_id": "ITEM", "event": "rating"}, 422),
+    ({"request_id": "REQ", "item_id": "ITEM", "event": "rating", "value": 9}, 422),
+    ({"request_id": "REQ", "item_id": "ITEM", "event": "dwell", "value": -3}, 422),
+    ({"request_id": "REQ", "item_id": "ITEM", "event": "click", "value": 1}, 422),
     ({"request_id": "REQ", "item_id": 1, "event": "click"}, 422),
 ])
 def test_bad_feedback(client, state, payload, status):
-    rid = client.post("/recommend", json={"user_id": "3", "k": 2}).json()["request_id"]
-    payload = {k: (rid if v == "REQ" else v) for k, v in payload.items()}
+    served = client.post("/recommend", json={"user_id": "3", "k": 2}).json()
+    rid, item = served["request_id"], served["items"][0]["item_id"]
+    payload = {k: (rid if v == "REQ" else item if v == "ITEM" else v) for k, v in payload.items()}
     n0 = state.store.count()
     r = client.post("/feedback", json=payload)
     assert r.status_code == status, r.text
     assert state.store.count() == n0  # nothing written on a rejected event
-    batch = client.post("/feedback/batch", json={"events": [{"request_id": rid, "item_id": "1", "event": "click"}, payload]})
+    batch = client.post("/feedback/batch", json={"events": [{"request_id": rid, "item_id": item, "event": "click"}, payload]})
     assert batch.status_code == status and state.store.count() == n0  # all or nothing
 
 
@@ -197,7 +198,7 @@ def llm_client(ml100k_dir, tmp_path_factory, **objects):
     from recsys.serve.app import build_state, create_app
 
     state = build_state(serve_cfg(ml100k_dir, tmp_path_factory, "llm=smollm2"), **objects)
-    return TestClient(create_app(state)), state
+    return TestClient(create_app(state), base_url="http://127.0.0.1"), state
 
 
 def test_llm_fallbacks_reach_the_response(ml100k_dir, tmp_path_factory):
