@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CASES = yaml.safe_load((Path(__file__).parent / "cases.yaml").read_text())
-
-
-def compose_serve(data_dir, feedback_db, overrides=()):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("serve", overrides=[f"paths.data_dir={data_dir}", "data_name=ml100k", f"feedback_db={feedback_db}",
-                                           "pipeline.sources.content=null", *overrides])
+from conversation_cases import compose_serve
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import CASES
+from conversation_cases import CASES
 
 
 def check_turn(turn: dict, body: dict, catalog, item_by_id) -> list[str]:

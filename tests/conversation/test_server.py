@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from conftest import ROOT
+from conversation_cases import ROOT
 
 
 def free_port() -> int:
