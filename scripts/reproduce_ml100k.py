@@ -261,7 +261,7 @@ def main(argv=None) -> dict:
             rec.step(step, time.perf_counter() - t0)
         elif step == "index":
             kind = "flat" if a.quick else "ivf_flat"
-            sh([PY, "-m", "recsys.index", f"ckpt={tt_ckpt()}", f"index={kind}", "trusted_checkpoint=true",
+            sh([PY, "-m", "recsys.index", f"ckpt={tt_ckpt()}", f"index={kind}",
                 f"dataset_dir={dataset_dir}", f"hydra.run.dir={a.work / 'index'}"], logs / "index.log")
             rec.step(step, time.perf_counter() - t0, index={"kind": kind, "dir": str(tt_ckpt().parent.parent / "index" / kind)})
         elif step == "retrieval":
