@@ -130,11 +130,11 @@ def reuse_completed(out: Path, spec: R.RunSpec, model) -> dict | None:
         return None
     epoch = load_best(out, spec, model, best)
     log.info("%s completed before: reusing it (best epoch %d); resume=false trains it again", out, epoch)
-    return json.loads((out / R.METRICS).read_text())
+    return {**json.loads((out / R.METRICS).read_text()), "best_checkpoint": str(best), "best_epoch": epoch}
 
 
 def run(cfg: DictConfig) -> tuple[dict, dict]:
-    """Prepare data, build, train (or fit) and evaluate the model of ``cfg``."""
+    """Prepare data, build, train (or fit, or reuse) and evaluate the model of ``cfg``."""
     wandb_utils.default_offline()
     pl.seed_everything(cfg.seed, workers=True)
     out = output_dir(cfg)
@@ -149,32 +149,27 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         evaluator = instantiate(cfg.eval)
         model = instantiate_with(cfg.model.module, meta=dataset.meta, dataset_dir=dataset_dir)
         lightning = isinstance(model, pl.LightningModule)
-        metrics, device = {}, evaluator.device
+        metrics, device = None, evaluator.device
         if mode == "complete" and lightning:
-            recorded = reuse_completed(out, spec, model)
-            if recorded is None:
+            metrics = reuse_completed(out, spec, model)
+            if metrics is None:
                 log.warning("%s is marked complete but has no %s: training it again", out, R.BEST)
                 mode = R.start(out, spec, resume=False)
-            metrics = recorded or {}
-        if mode != "complete" or not lightning:
+        elif mode == "complete":
+            mode = "new"  # a fitted recommender has no checkpoint: fitting again takes seconds
+        if metrics is None:
             for lg in loggers:
                 lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run/config_hash": spec.config_hash})
-        if cfg.get("train", True) and metrics == {}:
-            if lightning:
-                fit, device = fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, out, spec,
-                                            resume=mode == "resume")
-                metrics.update(fit)
-            else:
-                t0 = time.perf_counter()
-                model.fit(dataset, split)
-                metrics["train/time_s"] = time.perf_counter() - t0
-                if hasattr(model, "save") and R.is_rank_zero():
-                    model.save(out / "model")
+            metrics = {}
+            if cfg.get("train", True):
+                metrics, device = fit(cfg, model, dataset, split, dataset_dir, evaluator, loggers, out, spec, mode)
 
+        if lightning:
+            model.to(device)  # Lightning hands the module back on CPU after fit
         if isinstance(model, torch.nn.Module):
-            model.to(device).eval()  # Lightning hands the module back on CPU after fit
+            model.eval()
         stages = ["valid"] + (["test"] if cfg.get("test", True) else [])
-        for stage in [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics]:
+        for stage in [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics]:  # a reused run: only missing
             t0 = time.perf_counter()
             with torch.no_grad():
                 metrics.update(evaluator.evaluate(model, dataset, split, stage))
@@ -182,22 +177,8 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         if mode != "complete":
             for lg in loggers:
                 lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-
-        paths = {"run dir": str(out), "metrics": str(out / R.METRICS)}
-        if metrics.get("best_checkpoint"):
-            paths["best checkpoint"] = metrics["best_checkpoint"]
         if R.is_rank_zero():
-            (out / R.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            wandb_dir = _wandb_dir(loggers)
-            best = f"{R.CHECKPOINTS}/{R.BEST}" if metrics.get("best_checkpoint") else None
-            prov = R.finish(out, metrics=R.METRICS, best_checkpoint=best, best_epoch=metrics.get("best_epoch"),
-                            **({"wandb_dir": wandb_dir} if wandb_dir else {}))
-            if prov.extra.get("wandb_dir"):
-                paths["W&B run"] = f"{prov.extra['wandb_dir']}  (upload: wandb sync <dir>)"
-            pointer = out.parent / spec.name
-            if pointer.is_symlink() and pointer.resolve() == out.resolve():
-                paths["latest of its name"] = str(pointer)
-            print(summary(metrics, paths, f"{out.name}: {_how(mode, metrics)}"), flush=True)
+            report(out, spec, mode, metrics, loggers)
         artifacts = {"output_dir": str(out), "metrics": str(out / R.METRICS), "dataset_dir": str(dataset_dir),
                      "model": model, "config_hash": spec.config_hash, "mode": mode}
         return metrics, artifacts
@@ -206,6 +187,37 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
             if hasattr(lg, "finalize"):
                 lg.finalize("success")
         wandb_utils.finish()
+
+
+def fit(cfg, model, dataset, split, dataset_dir, evaluator, loggers, out: Path, spec: R.RunSpec,
+        mode: str) -> tuple[dict, torch.device | str]:
+    """Train a LightningModule (resuming when ``mode == "resume"``) or fit a recommender."""
+    if isinstance(model, pl.LightningModule):
+        return fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, out, spec,
+                             resume=mode == "resume")
+    t0 = time.perf_counter()
+    model.fit(dataset, split)
+    if hasattr(model, "save") and R.is_rank_zero():
+        model.save(out / "model")
+    return {"train/time_s": time.perf_counter() - t0}, evaluator.device
+
+
+def report(out: Path, spec: R.RunSpec, mode: str, metrics: dict, loggers) -> None:
+    """Rank 0: write metrics.json, mark the run complete (and its name's link), print the summary."""
+    (out / R.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    wandb_dir = _wandb_dir(loggers)
+    prov = R.finish(out, metrics=R.METRICS, best_epoch=metrics.get("best_epoch"),
+                    best_checkpoint=f"{R.CHECKPOINTS}/{R.BEST}" if metrics.get("best_checkpoint") else None,
+                    **({"wandb_dir": wandb_dir} if wandb_dir else {}))
+    paths = {"run dir": str(out), "metrics": str(out / R.METRICS)}
+    if metrics.get("best_checkpoint"):
+        paths["best checkpoint"] = metrics["best_checkpoint"]
+    if prov.extra.get("wandb_dir"):
+        paths["W&B run"] = f"{prov.extra['wandb_dir']}  (upload: wandb sync <dir>)"
+    pointer = out.parent / spec.name
+    if pointer.is_symlink() and pointer.resolve() == out.resolve():
+        paths["latest of its name"] = str(pointer)
+    print(summary(metrics, paths, f"{out.name}: {_how(mode, metrics)}"), flush=True)
 
 
 def _how(mode: str, metrics: dict) -> str:
