@@ -113,7 +113,10 @@ def fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, o
             if ckpt_path is None or refused(ckpt_path, e) is e:
                 raise
             raise refused(ckpt_path, e) from e
-    metrics = {"train/time_s": time.perf_counter() - t0, "train/epochs": trainer.current_epoch}
+    epochs = trainer.current_epoch
+    if epochs == 0 and (out / R.CHECKPOINTS / R.LAST).is_file():  # ddp_spawn: the loop ran in the workers
+        epochs = int(load_torch(out / R.CHECKPOINTS / R.LAST).get("epoch", -1)) + 1
+    metrics = {"train/time_s": time.perf_counter() - t0, "train/epochs": epochs}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:  # read back from last.ckpt on resume: it may only name a file of this run
         log.info("loading best checkpoint %s", best)

@@ -74,6 +74,20 @@ def _is_cached(out: Path, key: dict) -> bool:
     return recorded == key
 
 
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a dataset that ``prepare`` cannot rebuild (a feedback refresh of another one)."""
+    meta_path = out / "meta.json"
+    if not meta_path.exists():
+        return
+    try:
+        extra = json.loads(meta_path.read_text()).get("extra", {})
+    except json.JSONDecodeError:
+        return
+    if "refresh" in extra:
+        raise DataError(f"{out} holds a refreshed dataset (recsys.serve.refresh, from {extra['refresh'].get('from')}), "
+                        "which prepare cannot rebuild from its reader; it was left as it was (data.force=true replaces it)")
+
+
 def filter_dataset(ds: Dataset, min_rating: float | None, kcore: int) -> Dataset:
     """Implicit threshold, then iterative k-core, then contiguous re-indexing."""
     inter = ds.interactions
@@ -123,6 +137,8 @@ def prepare(
         if not force and _is_cached(out, key):
             log.info("prepare: %s was prepared meanwhile by another process (same config)", out)
             return out
+        if not force:
+            _check_replaceable(out)
         t0 = time.perf_counter()
         tmp = temp_dir_beside(out)
         try:

@@ -102,7 +102,8 @@ def start(run_dir: Path, spec: RunSpec, resume: bool) -> str:
         mode = "resume" if last.exists() else "new"
     if mode == "new" and is_rank_zero():
         if prov is not None:
-            log.info("resume=false: starting %s over (removing its checkpoints and metrics)", run_dir)
+            log.info("%s: starting %s over (removing its checkpoints and metrics)",
+                     "resume=false" if not resume else "no last.ckpt to resume from", run_dir)
             for name in RUN_OUTPUTS:
                 p = run_dir / name
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)

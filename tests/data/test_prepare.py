@@ -106,6 +106,20 @@ def test_bad_reader_path_keeps_the_prepared_dataset_byte_for_byte(tmp_path):
     assert not list(tmp_path.glob(".ml100k.tmp-*"))
 
 
+def test_a_refreshed_dataset_is_not_replaced_by_a_prepare(tmp_path):
+    import json
+
+    out = _prep(tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["extra"]["refresh"] = {"from": "data/syn-original", "last_event_id": 7}
+    (out / "meta.json").write_text(json.dumps(meta))
+    before = _snapshot(out)
+    with pytest.raises(DataError, match="refreshed dataset.*left as it was"):
+        _prep(tmp_path, kcore=10)
+    assert _snapshot(out) == before
+    _prep(tmp_path, kcore=10, force=True)  # an explicit force replaces it
+
+
 SLOW_PREPARE = textwrap.dedent("""
     import functools, logging, sys, time
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
