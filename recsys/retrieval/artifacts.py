@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 
 from recsys.utils import run_dir as R
-from recsys.utils.artifacts import (CHECKPOINT_KEY, Provenance, ProvenanceError, check_match, dataset_fingerprint,
-                                    file_hash, hash_of, load_torch, read_provenance, write_provenance)
+from recsys.utils.artifacts import (CHECKPOINT_KEY, PROVENANCE_FILE, Provenance, ProvenanceError, check_match,
+                                    dataset_fingerprint, file_hash, hash_of, load_torch, read_provenance,
+                                    write_provenance)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,10 @@ def load_two_tower_run(run_dir: str | Path, index_kind: str, checkpoint: str = "
 
     named = Path(run_dir)
     run = R.resolve_run(named)
-    run_prov = read_provenance(run, rebuild="python -m recsys.train ... (this is not a run directory of recsys.train)")
+    if not (run / PROVENANCE_FILE).is_file():
+        raise ProvenanceError(f"{run} is not a run directory of recsys.train (no {PROVENANCE_FILE}; a run of an older "
+                              "version?): train it with `python -m recsys.train experiment=...` and use that run")
+    run_prov = read_provenance(run)
     retrain = train_command(run_prov, run)
     ckpt_path = R.checkpoint_file(run, checkpoint)
     if not ckpt_path.is_file():

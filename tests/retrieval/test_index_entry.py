@@ -152,4 +152,9 @@ def test_missing_index_or_run_says_what_to_run(trained_run, tmp_path):
         load_two_tower_run(trained_run, "hnsw")
     with pytest.raises(FileNotFoundError, match="train it first"):
         load_two_tower_run(tmp_path / "no-such-run", "flat")
+    from recsys.utils.artifacts import ProvenanceError
+
+    (tmp_path / "old-layout" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ProvenanceError, match="not a run directory of recsys.train"):
+        load_two_tower_run(tmp_path / "old-layout", "flat")
     assert json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"].endswith("best.ckpt")
