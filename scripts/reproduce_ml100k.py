@@ -123,6 +123,7 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
     import torch  # noqa: F401  (before hydra instantiate of torchrec modules)
     from hydra.utils import instantiate
 
+    from recsys.core.inject import instantiate_with
     from recsys.data.io import load_dataset, load_split
     from recsys.eval.evaluator import Evaluator
     from run_ranking import compose as ranking_compose
@@ -135,8 +136,8 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
             cfg = ranking_compose(exp, [f"seed={seed}", *ovr], work / "runs" / f"{key}-seed{seed}")
             dataset_dir = Path(instantiate(cfg.data))
             ds, sp = load_dataset(dataset_dir), load_split(dataset_dir, cfg.data.split.name)
-            # partial, then meta: instantiate() would re-build the _target_ nodes inside DatasetMeta.extra
-            model = instantiate(cfg.model.module, _partial_=True)(meta=ds.meta, dataset_dir=str(dataset_dir))
+            # partial, then meta (plain containers: the ranker's checkpoint loads weights-only)
+            model = instantiate_with(cfg.model.module, meta=ds.meta, dataset_dir=str(dataset_dir))
             if fitted:  # same seed, same retriever config: reuse the DLRM run's trained two-tower
                 model.use_fitted_retrievers(*fitted)
             t0 = time.perf_counter()
