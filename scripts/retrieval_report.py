@@ -93,7 +93,7 @@ def main() -> None:
     ds, split = load_dataset(a.dataset_dir), load_split(a.dataset_dir, a.split)
     ckpt = next(p for p in [run / "checkpoints" / "best.ckpt", *sorted((run / "checkpoints").glob("epoch_*.ckpt")),
                             run / "checkpoints" / "last.ckpt"] if p.exists())
-    model = LitTwoTower.from_checkpoint(ckpt, trusted=True, dataset_dir=a.dataset_dir).eval()
+    model = LitTwoTower.from_checkpoint(ckpt, dataset_dir=a.dataset_dir).eval()
     ev = Evaluator(ks=KS, metrics=("recall", "ndcg", "mrr"), beyond_metrics=(), progress=False)
     results = {"Two-tower (ours)": ev.evaluate(model, ds, split, "test")}
     knn = ItemKNN(ds.meta).fit(ds, split)

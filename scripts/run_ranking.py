@@ -58,6 +58,7 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
+    from recsys.core.inject import instantiate_with
     from recsys.data.io import load_dataset, load_split
     from recsys.eval.evaluator import Evaluator
 
@@ -70,7 +71,7 @@ def main() -> None:
         ds, sp = load_dataset(dataset_dir), load_split(dataset_dir, cfg.data.split.name)
         # Build as a partial, then pass meta: handing DatasetMeta to instantiate() makes Hydra
         # re-instantiate the `_target_` nodes recorded in meta.extra["prepare"].
-        model = instantiate(cfg.model.module, _partial_=True)(meta=ds.meta, dataset_dir=str(dataset_dir))
+        model = instantiate_with(cfg.model.module, meta=ds.meta, dataset_dir=str(dataset_dir))
         if fitted:  # same seed and split: reuse the first run's retrievers instead of training them again
             model.use_fitted_retrievers(*fitted)
         model.fit(ds, sp)

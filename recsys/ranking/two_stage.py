@@ -31,6 +31,7 @@ from recsys.data.history import History
 from recsys.data.schema import Dataset, DatasetMeta, Split
 from recsys.ranking.data import holdout_last, label, retrieve, training_rows
 from recsys.ranking.features import DEFAULT_DENSE, DEFAULT_SPARSE, RankingFeatures, RankingTensors
+from recsys.utils.artifacts import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class TwoStageRanker:
             )
             trainer.fit(self.ranker, _loader(train_t, self.batch_size, True, self.seed), _loader(val_t, 4096, False, 0))
             if ckpt.best_model_path:
-                self.ranker.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
+                self.ranker.load_state_dict(load_torch(ckpt.best_model_path)["state_dict"])
                 self.fit_stats["ranker/best_val_auc"] = float(ckpt.best_model_score)
         self.ranker.eval()
         return self
