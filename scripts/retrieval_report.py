@@ -1,7 +1,7 @@
 """Write experiments/ml100k/retrieval.md from a trained two-tower run.
 
-    python -m recsys.train experiment=ml100k/two_tower            # -> outputs/ml100k_two_tower/<run>/
-    python scripts/retrieval_report.py --run-dir outputs/ml100k_two_tower/<run> --dataset-dir data/ml100k
+    python -m recsys.train experiment=ml100k/two_tower            # -> outputs/train/<run>/
+    python scripts/retrieval_report.py --run-dir outputs/train/<run> --dataset-dir data/ml100k
 
 Everything is leave-one-out, full ranking over all items with consumed items masked
 (``recsys.eval.evaluator.Evaluator``), on the test part (history = train + valid):

@@ -83,7 +83,7 @@ def test_run_dir_name_carries_the_hash_before_the_job_starts():
     cfg = _compose(["paths.log_dir=/out"], hydra_node=True)  # what Hydra resolves to pick the directory
     h = config_hash(cfg)
     assert h == config_hash(_compose(["paths.log_dir=/out"]))  # the hydra node does not count
-    assert cfg.hydra.run.dir == f"/out/ml100k_two_tower/ml100k-two_tower-seed42-{h}"
+    assert cfg.hydra.run.dir == f"/out/train/ml100k-two_tower-seed42-{h}"
     assert cfg.run_id == f"ml100k-two_tower-seed42-{h}"
 
 

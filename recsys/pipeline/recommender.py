@@ -142,45 +142,18 @@ def _artifact_paths(pipeline) -> dict[str, str]:
     return out
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """``<run>/checkpoints/best.ckpt``; before runs write one, the single ``epoch_NNN.ckpt``
-    that ModelCheckpoint(save_top_k=1) keeps, which is the best epoch."""
-    ckpts = run_dir / "checkpoints"
-    if (ckpts / "best.ckpt").exists():
-        return ckpts / "best.ckpt"
-    epochs = sorted(ckpts.glob("epoch_*.ckpt"))
-    if len(epochs) == 1:
-        return epochs[0]
-    raise FileNotFoundError(f"{ckpts}: no best.ckpt and {len(epochs)} epoch_*.ckpt files; train with "
-                            "`python -m recsys.train experiment=ml100k/two_tower` or name the checkpoint "
-                            "(pipeline.artifacts.two_tower.checkpoint=last)")
-
-
 def load_two_tower(run_dir: str, index_kind: str = "ivf_flat", checkpoint: str = "best", nprobe: int | None = None,
                    dataset_dir=None):
     """A trained two-tower and its FAISS index from a run directory (``recsys.train`` + ``recsys.index``).
 
-    -> (LitTwoTower in eval mode, ItemIndex). ``checkpoint``: ``best`` (default), ``last``, or a
-    file name under ``checkpoints/``. ``dataset_dir`` (injected) is the prepared dataset the run
-    was trained on.
+    -> (LitTwoTower in eval mode, ItemIndex), checked to belong together and to ``dataset_dir``
+    (injected: the prepared dataset being served) by
+    :func:`recsys.retrieval.artifacts.load_two_tower_run`, whose errors name the rebuild command.
+    ``checkpoint``: ``best`` (default), ``last`` or ``epoch_NNN``.
     """
-    from recsys.models.lit_two_tower import LitTwoTower
-    from recsys.retrieval.index import ItemIndex
+    from recsys.retrieval.artifacts import load_two_tower_run
 
-    run = Path(run_dir)
-    idx = run / "index" / index_kind
-    if not (idx / "index.faiss").exists():
-        raise FileNotFoundError(f"{idx / 'index.faiss'}: not found; train with recsys.train and index with "
-                                f"`python -m recsys.index ckpt={run}/checkpoints/<best>.ckpt index={index_kind}`")
-    name = {"best": None, "last": "last.ckpt"}.get(checkpoint, checkpoint)
-    ckpt = best_checkpoint(run) if name is None else run / "checkpoints" / name
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt}: not found (pipeline.artifacts.two_tower.checkpoint: best, last or a file name)")
-    overrides = {"dataset_dir": str(dataset_dir)} if dataset_dir is not None else {}
-    # --- the one call site of the two-tower loader; the lead switches it to the runs engineer's
-    # --- provenance-checking recsys loader: model, index = load_two_tower_run(run, index_kind, checkpoint)
-    model = LitTwoTower.from_checkpoint(ckpt, **overrides).eval()
-    index = ItemIndex.load(idx, device="cpu")
+    model, index = load_two_tower_run(run_dir, index_kind, checkpoint=checkpoint, dataset_dir=dataset_dir)
     if nprobe is not None:
         index.set_search_params(nprobe=nprobe)
     return model, index

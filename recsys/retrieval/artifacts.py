@@ -90,6 +90,8 @@ def load_two_tower_run(run_dir: str | Path, index_kind: str, checkpoint: str = "
         raise FileNotFoundError(f"{ckpt_path}: not found (run status: {run_prov.extra.get('status')}); "
                                 f"train the run to completion with `{retrain}`")
     rebuild_index = index_command(named, index_kind, checkpoint)
+    if not str(index_kind).replace("_", "").isalnum():  # a kind names a folder of <run>/index/, never a path
+        raise ValueError(f"index_kind {index_kind!r}: expected a name such as flat, ivf_flat, ivf_pq or hnsw")
     index_dir = run / "index" / index_kind
     if not (index_dir / "index.faiss").is_file():
         raise FileNotFoundError(f"{index_dir}: no {index_kind} index for this run; build it with `{rebuild_index}`")

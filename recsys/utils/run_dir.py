@@ -182,9 +182,10 @@ def inside_run(run_dir: Path, path: str | Path) -> Path:
     real = (p if p.is_absolute() else run_dir / p).resolve()
     if base in real.parents:
         return real
-    if (base / p.name).is_file():
-        log.warning("checkpoint path %s is outside %s; using %s", path, base, base / p.name)
-        return base / p.name
+    same_name = (base / p.name).resolve()  # resolved: a symlink in checkpoints/ pointing out is outside too
+    if base in same_name.parents and same_name.is_file():
+        log.warning("checkpoint path %s is outside %s; using %s", path, base, same_name)
+        return same_name
     raise ProvenanceError(f"checkpoint path {path} is outside its run's {base} and was not opened "
                           "(a run's checkpoints are read only from its own checkpoints/ directory; was last.ckpt edited?)")
 

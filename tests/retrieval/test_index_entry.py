@@ -158,3 +158,24 @@ def test_missing_index_or_run_says_what_to_run(trained_run, tmp_path):
     with pytest.raises(ProvenanceError, match="not a run directory of recsys.train"):
         load_two_tower_run(tmp_path / "old-layout", "flat")
     assert json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_paths_outside_the_run_are_refused(trained_run, tmp_path):
+    """A checkpoint or index named as a path (.., absolute, a symlink out of the run) is never opened."""
+    from recsys.retrieval.artifacts import load_two_tower_run
+    from recsys.utils.artifacts import ProvenanceError
+
+    outside = tmp_path / "outside.ckpt"
+    outside.write_bytes(b"not a checkpoint")
+    for name in ("../../outside", str(outside)):
+        with pytest.raises(ProvenanceError, match="outside its run"):
+            load_two_tower_run(trained_run, "flat", checkpoint=name)
+    link = trained_run.resolve() / "checkpoints" / "link.ckpt"
+    link.symlink_to(outside)
+    try:
+        with pytest.raises(ProvenanceError, match="outside its run"):
+            load_two_tower_run(trained_run, "flat", checkpoint="link")
+    finally:
+        link.unlink()
+    with pytest.raises(ValueError, match="index_kind"):
+        load_two_tower_run(trained_run, "../../elsewhere/flat")
