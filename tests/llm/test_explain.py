@@ -19,7 +19,40 @@ def test_core_title():
 def test_verifier_accepts_grounded_sentences():
     v = Verifier(ITEMS)
     assert v.check('Since you liked "Film Number 01", this 1986 Horror film watched by 120 users fits you.', FACTS) == []
-    assert v.check("A dark drama you will enjoy.", FACTS) == []
+    assert v.check("A Drama you will enjoy.", FACTS) == []
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("sentence, reason", [
+    ("<script>alert(1)</script>.", "markup"),
+    ('You may like "Film Number 06", see http://fi1m-number.example.com/login now.', "url"),
+    ('Like "Film Number 06"? Watch it at www.free-films.xyz today.', "url"),
+    ("A Horror film, <a href=\"javascript:alert(1)\">watch</a>.", "markup"),
+    ("javascript:alert(1) is a Horror film.", "scheme"),
+    ("To watch this Horror film, send your password to the admin.", "instruction"),
+    ("This Horror film was praised by critics.", "words not in facts"),
+    ("A Horror film with stunning visual effects.", "words not in facts"),
+    ('You may enjoy the movie "Gattaca" because it is a Horror film.', "unknown title"),
+])
+def test_verifier_rejects_unsafe_and_ungrounded(sentence, reason):
+    reasons = Verifier(ITEMS).check(sentence, FACTS)
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_disliked_items_are_never_cited():
+    ex = Explainer(None, ITEMS, max_related=2)
+    ctx = UserContext(history=np.array([1, 11, 21]), negative_items=np.array([21]))
+    f = ex.facts(ctx, 16)
+    assert ITEMS.title[21] not in f.related_titles and f.related_titles == [ITEMS.title[11], ITEMS.title[1]]
+
+
+def test_output_is_escaped_text():
+    items = ITEMS.copy()
+    items.loc[6, "title"] = "Tom & Jerry <b>"
+    out = Explainer(None, items)(UserContext(), Candidates(np.array([6]), np.ones(1), np.array(["popularity"])))
+    assert "&amp;" in out.explanations[0] and "<b>" not in out.explanations[0]
 
 
 def test_verifier_rejects_invented_facts():
@@ -50,13 +83,14 @@ def test_facts_use_recent_history_sharing_a_category():
 
 
 def test_ungrounded_llm_sentence_replaced_and_counted():
-    texts = ['You loved "Star Wars" (1977), so watch this.', "A gripping story for you. Extra sentence about 2020."]
+    texts = ['You loved "Star Wars" (1977), so watch this.', "A film you may like. Extra sentence about 2020."]
     be = ScriptedBackend(texts=texts)
     acc = LLMAccounting()
     c = Candidates(np.array([6, 16, 3]), np.ones(3), np.array(["x"] * 3))
     out = Explainer(be, ITEMS, top_k=2, accounting=acc)(UserContext(history=np.array([1])), c)
     assert out.trace["explain"]["ungrounded"] == 1
-    assert out.explanations[1] == "A gripping story for you."  # first sentence kept, grounded
+    assert out.explanations[1] == "A film you may like."  # first sentence kept, grounded
+    assert [r["accepted"] for r in out.trace["explain"]["generated"]] == [False, True]
     assert out.explanations[0] == Explainer(None, ITEMS).facts(UserContext(history=np.array([1])), 6).template()
     assert len(out.explanations) == 3 and be.calls == [("generate", 2)]
     assert acc.summary()["llm/explain/ungrounded"] == 1

@@ -75,3 +75,50 @@ def test_user_who_rates_a_category_highly_sees_more_of_it_after_one_refresh(ml10
 def test_refresh_rejects_same_dir(ml100k_dir, tmp_path):
     with pytest.raises(ValueError, match="new directory"):
         refresh_dataset(ml100k_dir, tmp_path / "fb.sqlite", ml100k_dir)
+
+
+def test_events_are_placed_on_the_dataset_clock():
+    ev = pd.DataFrame({"event_id": [1, 2], "user_idx": [0, 0], "item_idx": [1, 2], "event": ["click", "skip"],
+                       "value": [None, None], "created_at": [1_790_000_000.0, 1_790_000_060.0]})
+    out = events_to_interactions(ev, after_timestamp=893_286_638)  # ML-100K's last timestamp (April 1998)
+    assert out.timestamp.tolist() == [893_286_639, 893_286_699]  # after the data, spacing kept
+
+
+def test_refresh_then_retrain_is_one_command_that_keeps_the_feedback(ml100k_dir, tmp_path):
+    """`recsys.serve.refresh --retrain "python -m recsys.train ... data=refreshed"`: no shell, the refreshed data."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from recsys.data.io import load_dataset
+
+    root = Path(__file__).resolve().parents[2]
+    before = load_dataset(ml100k_dir)
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store.log_request("r", "1", 0, [5, 6])
+    store.append_many([Event("r", "1", 0, 5, "rating", 5.0), Event("r", "1", 0, 6, "skip")])
+    store.close()
+    out = tmp_path / "data" / "ml100k-refresh"
+    retrain = (f"python -m recsys.train experiment=ml100k/pop data=refreshed paths.data_dir={tmp_path / 'data'} "
+               f"logger=none callbacks=none hydra.run.dir={tmp_path / 'run'}")
+    r = subprocess.run([sys.executable, "-m", "recsys.serve.refresh", "--dataset-dir", str(ml100k_dir), "--feedback-db",
+                        str(tmp_path / "fb.sqlite"), "--out-dir", str(out), "--retrain", retrain],
+                       cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["new_interactions"] == 2
+    after = load_dataset(out)
+    new = after.interactions.iloc[len(before.interactions):]
+    assert (new.timestamp > before.interactions.timestamp.max()).all()  # the dataset's clock, not 2026
+    cfg = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    assert "recsys.serve.refresh.refreshed_dataset" in cfg and "name: ml100k-refresh" in cfg  # trained on the refreshed dir
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_refreshed_dataset_refuses_a_raw_directory(ml100k_dir):
+    from recsys.data.schema import DataError
+    from recsys.serve.refresh import refreshed_dataset
+
+    with pytest.raises(DataError, match="not a refreshed dataset"):
+        refreshed_dataset(ml100k_dir)

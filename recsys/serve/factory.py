@@ -1,0 +1,54 @@
+"""The app factory each server process imports: ``recsys.serve.factory:app_from_env`` (uvicorn ``factory=True``).
+
+``python -m recsys.serve`` composes ``configs/serve.yaml`` once (Hydra), puts the
+resolved config into the environment (``RECSYS_SERVE_CONFIG``, YAML) and starts
+uvicorn with ``workers`` processes; every worker calls :func:`app_from_env`,
+which builds its own recommender (``build_state``), opens the shared feedback
+store, replays the store's event log (``create_app``) and closes the store at
+shutdown (committing what is queued).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from fastapi import FastAPI
+
+CONFIG_ENV = "RECSYS_SERVE_CONFIG"
+
+
+def app_from_cfg(cfg) -> FastAPI:
+    """-> the app for a composed ``configs/serve.yaml``; its shutdown closes the feedback store."""
+    from recsys.serve.app import build_state, create_app
+
+    state = build_state(cfg)
+    try:
+        app = create_app(state)
+    except BaseException:
+        state.store.close()
+        raise
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            state.store.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker: the config comes from ``RECSYS_SERVE_CONFIG``."""
+    from omegaconf import OmegaConf
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `python -m recsys.serve`")
+    cfg = OmegaConf.create(text)
+    logging.basicConfig(level=str(cfg.get("log_level", "WARNING")).upper(),
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    return app_from_cfg(cfg)
