@@ -4,8 +4,9 @@
     python scripts/run_ranking.py --seeds 0 --stages valid          # choices: validation only
     python scripts/run_ranking.py --variant "bce=ml100k/dlrm:model.module.ranker.loss=bce" --stages valid
 
-Each seed composes the real experiment configs (``experiment=ml100k/dlrm``, ``ml100k/dcn``), fits the
-first one's retrievers and builds its training/validation lists once (``TwoStageRanker.prepare``),
+Each seed composes the real experiment configs (``experiment=ml100k/dlrm``, ``ml100k/dcn``, with
+``model.module.retriever_run=null``: each seed fits its own two-tower instead of ranking behind the
+served run), fits the first one's retrievers and builds its training/validation lists once (``TwoStageRanker.prepare``),
 and trains every variant's ranker on those same lists (``share_data``). Every user with a target
 is then served by the same candidate pipeline (the served two-tower pipeline's sources + RRF
 merger); the input order is the merged list, each variant re-ranks it with its rank stage. The
@@ -39,7 +40,8 @@ def compose(experiment: str, overrides: list[str], out: Path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = hcompose("train", overrides=[f"experiment={experiment}", "logger=none", *overrides])
+        cfg = hcompose("train", overrides=[f"experiment={experiment}", "logger=none", "model.module.retriever_run=null",
+                                           *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         cfg.paths.data_dir = os.environ.get("RECSYS_DATA", str(ROOT / "data"))
@@ -66,7 +68,8 @@ def served_lists(model, stages: dict, split, stage: str, k: int):
     users, targets = part["user_idx"].to_numpy(), part["item_idx"].to_numpy()
     lists = {name: np.full((len(users), k), -1, np.int64) for name in ["input", *stages]}
     for j, u in enumerate(users):
-        ctx = context_of(int(u), hist.get(int(u), np.zeros(0, np.int64)))
+        h = hist.get(int(u), np.zeros(0, np.int64))
+        ctx = context_of(int(u), h, model.negatives.of(int(u), h))  # the context served for that history
         cands = model.generator(ctx, model.meta.n_items)
         lists["input"][j, : min(k, len(cands))] = cands.items[:k]
         for name, st in stages.items():

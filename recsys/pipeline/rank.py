@@ -8,24 +8,22 @@ features read the merged order and each source's ``<s>_score`` / ``<s>_rank``).
 
 Output: the scored candidates by descending logit (``features["rank_score"]``), then the
 rest of the merged list in merged order below them (so later filters still have a pool),
-cut to ``keep`` when set. A source the ranker was trained with but the pipeline lacks reads
-as "not proposed" for every item; the stage records that in ``trace["ranker"]``.
+cut to ``keep`` when set. The stage reports in the trace dict it is handed (the pipeline files
+it under ``stages.ranker``): ``scored`` rows and ``missing_sources``; a source the ranker was
+trained with but the pipeline lacks reads as "not proposed" for every item, and is a fallback.
 
-``dlrm_stage(run_dir, ...)`` builds the stage from a ranker training run
-(``python -m recsys.train experiment=ml100k/dlrm`` writes ``<run_dir>/model/``).
+``dlrm_stage(ranker, ...)`` builds the stage from the ``ranker`` artifact of the pipeline config
+(``configs/pipeline/two_tower_dlrm.yaml``): a ranker training run's ``<run_dir>/model/``
+(``python -m recsys.train experiment=ml100k/dlrm``), loaded and checked against the served
+dataset and two-tower run by ``recsys.ranking.artifact.load_ranker_run``.
 """
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from recsys.core.candidates import Candidates, UserContext
-
-log = logging.getLogger(__name__)
 
 
 class DLRMRankStage:
@@ -65,21 +63,21 @@ class DLRMRankStage:
         out = out.with_scores(scores.astype(np.float32))
         out.features["rank_score"] = rank_score.astype(np.float32)
         missing = [s for s in self.features.spec.sources if f"{s}_rank" not in cands.features]
-        out.trace.setdefault("ranker", {}).update({"scored": n, "missing_sources": missing})
+        out.trace.update(scored=n, missing_sources=missing)
+        if missing:
+            out.trace["fallbacks"] = [f"ranker: no {', '.join(missing)} source in this pipeline; read as not proposed"]
         return out.head(self.keep) if self.keep is not None else out
 
 
-def dlrm_stage(run_dir: str | Path, dataset, interactions, dataset_dir, text_emb=None, keep: int | None = None) -> DLRMRankStage:
-    """The rank stage of a ranker training run (``<run_dir>/model/``), on the serving data.
+def dlrm_stage(ranker, dataset, interactions, text_emb=None, keep: int | None = None) -> DLRMRankStage:
+    """The rank stage of a saved ranker (the ``ranker`` artifact: ``recsys.ranking.artifact.load_ranker_run``,
+    which checked it against the served dataset and two-tower), on the serving data.
 
-    ``dataset``, ``interactions`` (the visible past), ``dataset_dir`` and ``text_emb`` are
-    injected by the pipeline factory (``recsys.pipeline.recommender``). The ranker's recorded
-    dataset fingerprint must match ``dataset_dir``'s (``ProvenanceError`` otherwise).
+    ``ranker``, ``dataset``, ``interactions`` (the visible past) and ``text_emb`` are injected by
+    the pipeline factory (``recsys.pipeline.recommender``).
     """
-    from recsys.ranking.artifact import load_ranker
     from recsys.ranking.features import RankerFeatures
 
-    model_dir = Path(run_dir) / "model"
-    saved = load_ranker(model_dir, dataset_dir)
-    log.info("ranker %s (retriever checkpoint %s)", model_dir, saved.provenance.parent)
-    return DLRMRankStage(saved.model, RankerFeatures(saved.spec, dataset, interactions, text_emb), keep=keep)
+    if ranker is None:
+        raise ValueError("the DLRM rank stage needs the ranker artifact (configs/pipeline/two_tower_dlrm.yaml)")
+    return DLRMRankStage(ranker.model, RankerFeatures(ranker.spec, dataset, interactions, text_emb), keep=keep)

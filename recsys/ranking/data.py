@@ -11,13 +11,18 @@ fitted on ``inner`` only, so no label was seen by anything that produced the can
 ``split.valid`` and ``split.test`` are never read (tested). Validation lists use the serving
 configuration instead: history = train, sources fitted on train, label = the valid item.
 
+A request's context is the one the serving ``ContextBuilder`` builds for the same history:
+the items it rated at or below ``negative_threshold`` are its ``negative_items`` (they never
+seed a source: ``recsys.retrieval.sources.positive_history``), so the candidates a list is
+trained on are the candidates served for that history.
+
 A list holds the top ``n_rank`` merged candidates of one request, in merged order, with the
 features of ``recsys.ranking.features``; training keeps the lists whose label was retrieved.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,11 +35,28 @@ from recsys.ranking.features import RankerFeatures, RankerRows, RankerTensors
 
 @dataclass
 class Request:
-    """One ranking request of the training data: a user's history prefix and its next item."""
+    """One ranking request of the training data: a user's history prefix, its next item, and the
+    prefix's negative items (sorted)."""
 
     user: int
     history: np.ndarray
     label: int
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+class NegativeRatings:
+    """The items each user rated at or below ``threshold`` (None: no rating is negative), so that a
+    history given as an item array gets the ``negative_items`` the serving ``ContextBuilder`` gives it."""
+
+    def __init__(self, interactions: pd.DataFrame, threshold: float | None = 2.0) -> None:
+        low = interactions.iloc[:0] if threshold is None else interactions[interactions["value"] <= threshold]
+        self._low = {int(u): np.unique(g.to_numpy(np.int64)) for u, g in low.groupby("user_idx")["item_idx"]}
+
+    def of(self, user: int, history: np.ndarray) -> np.ndarray:
+        """(P,) sorted: the items of ``history`` that ``user`` rated low."""
+        low = self._low.get(int(user))
+        history = np.asarray(history, np.int64)
+        return np.zeros(0, np.int64) if low is None else np.unique(history[np.isin(history, low)])
 
 
 def user_sequences(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -46,11 +68,12 @@ def user_sequences(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
 
 
 def holdout_requests(train: pd.DataFrame, n_holdout: int, min_history: int = 5, max_users: int | None = None,
-                     seed: int = 0) -> tuple[pd.DataFrame, list[Request]]:
+                     seed: int = 0, negative_threshold: float | None = 2.0) -> tuple[pd.DataFrame, list[Request]]:
     """(inner interactions, requests) for ``n_holdout`` cut-offs per user (see the module docstring).
 
     Users with fewer than ``min_history + n_holdout`` training items keep them all in inner.
     ``max_users`` samples that many users' requests (seeded; quick runs); their inner part is unchanged.
+    ``negative_threshold``: as the serving ``ContextBuilder``'s (``NegativeRatings``).
     """
     if n_holdout < 1:
         raise ValueError(f"n_holdout must be >= 1, got {n_holdout}")
@@ -64,12 +87,17 @@ def holdout_requests(train: pd.DataFrame, n_holdout: int, min_history: int = 5, 
     users = np.unique(u[held])
     if max_users is not None and max_users < len(users):
         users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
-    requests = [Request(int(x), seqs[int(x)][: len(seqs[int(x)]) - n_holdout + j], int(seqs[int(x)][len(seqs[int(x)]) - n_holdout + j]))
-                for x in users for j in range(n_holdout)]
+    low = NegativeRatings(df, negative_threshold)
+    requests = []
+    for x in users.tolist():
+        seq = seqs[x]
+        for j in range(len(seq) - n_holdout, len(seq)):
+            requests.append(Request(x, seq[:j], int(seq[j]), low.of(x, seq[:j])))
     return inner, requests
 
 
-def stage_requests(history: pd.DataFrame, targets: pd.DataFrame, max_users: int | None = None, seed: int = 0) -> list[Request]:
+def stage_requests(history: pd.DataFrame, targets: pd.DataFrame, max_users: int | None = None, seed: int = 0,
+                   negative_threshold: float | None = 2.0) -> list[Request]:
     """One request per user of ``targets`` (e.g. ``split.valid``): history = the user's ``history`` rows."""
     seqs = user_sequences(history)
     tg = targets.sort_values(["user_idx", "timestamp"], kind="stable").drop_duplicates("user_idx")
@@ -77,12 +105,18 @@ def stage_requests(history: pd.DataFrame, targets: pd.DataFrame, max_users: int 
     if max_users is not None and max_users < len(users):
         keep = np.sort(np.random.default_rng(seed).choice(len(users), size=max_users, replace=False))
         users, items = users[keep], items[keep]
-    return [Request(int(x), seqs.get(int(x), np.zeros(0, np.int64)), int(i)) for x, i in zip(users, items)]
+    low = NegativeRatings(history, negative_threshold)
+    out = []
+    for x, i in zip(users.tolist(), items.tolist()):
+        seq = seqs.get(x, np.zeros(0, np.int64))
+        out.append(Request(x, seq, int(i), low.of(x, seq)))
+    return out
 
 
-def context_of(user: int, history: np.ndarray) -> UserContext:
+def context_of(user: int, history: np.ndarray, negatives: np.ndarray | None = None) -> UserContext:
     """The request context the ranker's training and evaluation build (no session, no query)."""
-    return UserContext(user_idx=int(user), history=np.asarray(history, np.int64))
+    neg = np.zeros(0, np.int64) if negatives is None else np.asarray(negatives, np.int64)
+    return UserContext(user_idx=int(user), history=np.asarray(history, np.int64), negative_items=neg)
 
 
 @dataclass
@@ -138,7 +172,7 @@ def build_lists(generator, features: RankerFeatures, requests: list[Request], n_
     """Run the candidate ``generator`` (a no-stage ``Pipeline``) for every request and compute its rows."""
     parts, labels, lengths, users, targets = [], [], [], [], []
     for r in tqdm(requests, desc=desc, disable=not progress, leave=False):
-        ctx = context_of(r.user, r.history)
+        ctx = context_of(r.user, r.history, r.negatives)
         rows = features.compute(ctx, generator(ctx, n_items))
         y = (rows.items == r.label).astype(np.float32)
         if len(rows) == 0 or (require_positive and not y.any()):

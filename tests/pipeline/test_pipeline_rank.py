@@ -39,7 +39,9 @@ def test_scores_the_head_and_keeps_the_tail_in_merged_order(tiny_dataset):
         logits = st.model(*rows.tensors().batch()).numpy()
     np.testing.assert_allclose(out.features["rank_score"][:3], np.sort(logits)[::-1], rtol=1e-6)
     assert np.isnan(out.features["rank_score"][3:]).all()
-    assert out.trace["ranker"] == {"scored": 3, "missing_sources": ["b"]}  # b proposed nothing: not in the merge
+    # the stage reports in the trace dict it was handed; b proposed nothing: not in the merge, a fallback
+    assert out.trace == {"scored": 3, "missing_sources": ["b"],
+                         "fallbacks": ["ranker: no b source in this pipeline; read as not proposed"]}
     assert len(_stage(tiny_dataset, n_rank=3, keep=2)(ctx, cands)) == 2
     assert len(st(ctx, Candidates.empty())) == 0
 

@@ -95,8 +95,8 @@ def test_training_rows_equal_serving_rows(ml100k_dir_text, tmp_path):
     from recsys.pipeline.pipeline import Pipeline
     from recsys.pipeline.rank import dlrm_stage
     from recsys.pipeline.recommender import load_text_embeddings
-    from recsys.ranking.artifact import save_ranker
-    from recsys.ranking.candidates import candidate_pipeline, source_names
+    from recsys.ranking.artifact import load_ranker_run, save_ranker
+    from recsys.ranking.candidates import candidate_pipeline, fitted_two_tower, source_names
     from recsys.ranking.data import build_lists, holdout_requests
 
     ds, split = load_dataset(ml100k_dir_text), load_split(ml100k_dir_text, "loo")
@@ -106,20 +106,22 @@ def test_training_rows_equal_serving_rows(ml100k_dir_text, tmp_path):
     req = requests[0]  # first cut-off: the prefix is exactly the user's inner history
     inner_split = Split("inner", inner, inner.iloc[:0], inner.iloc[:0])
     spec = FeatureSpec(sources=source_names(candidates), sparse=["user", "gender", "categories", "sources"], din=True)
-    two_tower = LitTwoTower(ds.meta, dataset_dir=str(ml100k_dir_text)).eval()  # untrained: any fixed scorer will do
-    gen = candidate_pipeline(candidates, ds, inner, inner_split, ml100k_dir_text, text, "two_tower", two_tower)
+    # untrained: any fixed scorer will do; injected as the pipeline's two_tower artifact
+    two_tower = {"two_tower": fitted_two_tower(LitTwoTower(ds.meta, dataset_dir=str(ml100k_dir_text)).eval())}
+    gen = candidate_pipeline(candidates, ds, inner, inner_split, ml100k_dir_text, text, two_tower)
     train_rows = build_lists(gen, RankerFeatures(spec, ds, inner, text), [req], ds.meta.n_items, require_positive=False).rows
 
     feats = RankerFeatures(spec, ds, inner, text)
     ranker = LitRanker(feats.cardinalities(), feats.num_dense, din_items=ds.meta.n_items, din_history=spec.history_len)
     save_ranker(tmp_path / "model", ranker, spec, ml100k_dir_text)
-    stage = dlrm_stage(tmp_path, ds, inner, ml100k_dir_text, text)
+    stage = dlrm_stage(load_ranker_run(tmp_path, ml100k_dir_text), ds, inner, text)
     seen = []
     stage.rows = lambda ctx, cands, f=stage.rows: seen.append(f(ctx, cands)) or seen[-1]
-    serving = candidate_pipeline(candidates, ds, inner, inner_split, ml100k_dir_text, text, "two_tower", two_tower)
+    serving = candidate_pipeline(candidates, ds, inner, inner_split, ml100k_dir_text, text, two_tower)
     pipe = Pipeline(serving.sources, serving.merger, {"ranker": stage}, per_source=serving.per_source)
     ctx = ContextBuilder(inner, ds.users).build(req.user)  # what a served request sees
-    assert np.array_equal(ctx.history, req.history)
+    assert np.array_equal(ctx.history, req.history) and np.array_equal(ctx.negative_items, req.negatives)
+    assert len(req.negatives)  # the case that matters: a low rating that must not seed the sources
     out = pipe(ctx, ds.meta.n_items)
     (serve_rows,) = seen
     assert len(train_rows) == spec.n_rank and np.array_equal(train_rows.items, serve_rows.items)
@@ -128,4 +130,5 @@ def test_training_rows_equal_serving_rows(ml100k_dir_text, tmp_path):
     for k in train_rows.sparse:
         for a, b in zip(train_rows.sparse[k], serve_rows.sparse[k]):
             np.testing.assert_array_equal(a, b)
-    assert set(out.items[: spec.n_rank]) == set(train_rows.items) and out.trace["ranker"]["missing_sources"] == []
+    assert set(out.items[: spec.n_rank]) == set(train_rows.items)
+    assert out.trace["stages"]["ranker"]["details"] == {"scored": spec.n_rank, "missing_sources": []}

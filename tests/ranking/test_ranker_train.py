@@ -1,70 +1,86 @@
-"""The ranker's journey: train it with the real composed config as a user would, index its two-tower,
-serve both through configs/pipeline/two_tower_dlrm.yaml and score a request."""
+"""The two-tower + DLRM journey as a user walks it: the commands in configs/pipeline/two_tower_dlrm.yaml's
+header, read from there and run as subprocesses in that order on scratch data/output roots (training
+shortened by overrides), then the served ranker through `recsys.recommend` and over HTTP."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ranking_helpers import compose_config
-
 ROOT = Path(__file__).resolve().parents[2]
+HEADER = ROOT / "configs" / "pipeline" / "two_tower_dlrm.yaml"
+# debug=fast-style: a few steps each (debug=fast itself sends runs to outputs/debug/, off the documented paths)
+FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "logger=none", "eval.progress=false"]
+SHORT = {"experiment=ml100k/two_tower": FEW_STEPS,
+         "experiment=ml100k/dlrm": FEW_STEPS + ["model.module.max_train_users=40", "model.module.n_holdout=2",
+                                                "model.module.lists_per_batch=4", "model.module.retriever.max_epochs=1",
+                                                "model.module.progress=false"]}
 
 
-def _run(args, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stderr[-4000:]
+def journey_commands() -> list[list[str]]:
+    """The header comment's ``python -m ...`` commands (a ``# or:`` alternative included), in order, as argv."""
+    cmds = []
+    for line in HEADER.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        for part in line.lstrip("# ").split("# or:"):
+            if part.strip().startswith("python -m "):
+                cmds.append(shlex.split(part)[2:])
+    return cmds
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"{' '.join(args)}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     return p
 
 
 @pytest.mark.slow
-def test_debug_fast_training_serves_through_the_rank_stage(ml100k_data_root, tmp_path):
-    run = tmp_path / "runs" / "dlrm"
-    _run(["recsys.train", "experiment=ml100k/dlrm", "debug=fast", "logger=none", f"paths.data_dir={ml100k_data_root}",
-          f"paths.log_dir={tmp_path / 'runs'}", f"hydra.run.dir={run}", "model.module.max_train_users=40",
-          "model.module.n_holdout=2", "model.module.lists_per_batch=4", "model.module.retriever.max_epochs=1",
-          "model.module.progress=false"], tmp_path)
-    metrics = json.loads((run / "metrics.json").read_text())
-    saved = json.loads((run / "model" / "ranker.json").read_text())
-    prov = json.loads((run / "model" / "provenance.json").read_text())
+def test_two_tower_dlrm_journey_from_the_config_header(ml100k_data_root, tmp_path, monkeypatch):
+    import httpx
+
+    from recsys.serve.process import ServerProcess
+    from recsys.utils.artifacts import file_hash
+
+    # only the data and output roots point at scratch dirs; the commands' relative outputs/ is the cwd's
+    monkeypatch.setenv("RECSYS_DATA", str(ml100k_data_root))
+    monkeypatch.setenv("RECSYS_OUTPUTS", str(tmp_path / "outputs"))
+    train_two_tower, index, train_ranker, serve, recommend = journey_commands()
+    assert [c[0] for c in (train_two_tower, index, train_ranker, serve, recommend)] == [
+        "recsys.train", "recsys.index", "recsys.train", "recsys.serve", "recsys.recommend"]
+
+    _run(train_two_tower + SHORT[train_two_tower[1]], tmp_path)
+    _run(index, tmp_path)
+    _run(train_ranker + SHORT[train_ranker[1]], tmp_path)
+
+    runs = tmp_path / "outputs" / "train"
+    ranker = runs / "ml100k-dlrm-seed42"  # the stable name two_tower_dlrm.yaml serves
+    prov = json.loads((ranker / "model" / "provenance.json").read_text())
+    # trained behind the indexed two-tower run, by default: its best checkpoint (the served file) is the parent
+    best = (runs / "ml100k-two_tower-seed42" / "checkpoints" / "best.ckpt").resolve()
+    assert prov["kind"] == "ranker" and prov["parent"] == str(best) and prov["parent_hash"] == file_hash(best)
     stats = prov["extra"]["fit_stats"]
-    # debug=fast (limit_train_batches=3, one epoch) reached the ranker's nested trainer
-    assert stats["ranker/steps"] == 3
-    # one epoch, so the epoch kept is the last one: the evaluator's full-ranking NDCG of the served
-    # lists equals the ranker's own validation NDCG over its validation lists
+    assert stats["ranker/steps"] == 3  # the run's trainer limits reached the ranker's nested trainer
+    metrics = json.loads((ranker / "metrics.json").read_text())
+    # one epoch, so the kept epoch is the last: the evaluator's full-ranking NDCG of the served lists
+    # equals the ranker's own validation NDCG over its validation lists
     assert metrics["val/ndcg@10"] == pytest.approx(stats["ranker/best_val_ndcg@10"], abs=1e-6)
-    assert 0.0 < metrics["test/ndcg@10"] < 1.0
-    ckpt = Path(prov["parent"])
-    assert prov["kind"] == "ranker" and ckpt.is_file() and set(prov["extra"]["retrievers"]) == {"inner", "serving"}
 
-    # index the ranker's own serving two-tower (its directory is laid out like a two-tower run) ...
-    _run(["recsys.index", f"ckpt={ckpt}", "index=flat", "n_queries=50", f"paths.log_dir={tmp_path / 'runs'}"], tmp_path)
-    tt_run = ckpt.parent.parent
-    # ... and train a second ranker against that run, as configs/pipeline/two_tower_dlrm.yaml documents
-    run2 = tmp_path / "runs" / "dlrm2"
-    _run(["recsys.train", "experiment=ml100k/dlrm", "debug=fast", "logger=none", "test=false", f"paths.data_dir={ml100k_data_root}",
-          f"hydra.run.dir={run2}", "model.module.max_train_users=20", "model.module.n_holdout=1", "model.module.retriever.max_epochs=1",
-          "model.module.progress=false", f"model.module.retriever_run={tt_run}",
-          f"model.module.candidates.node.sources.two_tower.checkpoint={ckpt.name}",
-          "model.module.candidates.node.sources.two_tower.index_kind=flat"], tmp_path)
-    prov2 = json.loads((run2 / "model" / "provenance.json").read_text())
-    assert prov2["parent"] == str(ckpt) and prov2["parent_hash"] == prov["extra"]["retrievers"]["serving"]["hash"]
-    assert set(prov2["extra"]["retrievers"]) == {"inner", "serving"}  # its inner two-tower was fitted without labels
+    out = _run(recommend + ["show_trace=true"], tmp_path).stdout
+    assert f"ranker <- {tmp_path / 'outputs' / 'train' / 'ml100k-dlrm-seed42'}" in out
+    assert "stages:  ranker > available > " in out and "top 10 of k=10" in out
+    n_rank = json.loads((ranker / "model" / "ranker.json").read_text())["features"]["n_rank"]
+    assert any(ln.startswith("stage   ranker") and f'"scored": {n_rank}' in ln for ln in out.splitlines())
 
-    # serve the trained pipeline
-    from recsys.pipeline.recommender import Recommender
-
-    cfg = compose_config("recommend", ["pipeline=two_tower_dlrm", f"pipeline.sources.two_tower.run_dir={tt_run}",
-                                       f"pipeline.sources.two_tower.checkpoint={ckpt.name}", "pipeline.sources.two_tower.index_kind=flat",
-                                       f"pipeline.stages.ranker.run_dir={run2}"])
-    rec = Recommender(ml100k_data_root / "ml100k", cfg.pipeline, split="loo", history="test")
-    assert list(rec.pipeline.stages)[0] == "ranker"
-    out, ctx = rec.recommend(0, k=10)
-    assert len(out) == 10 and not set(out.items) & set(ctx.history.tolist())
-    assert out.trace["ranker"]["scored"] == saved["features"]["n_rank"] and out.trace["ranker"]["missing_sources"] == []
-    assert np.isfinite(out.features["rank_score"]).all()
+    with ServerProcess(serve[1:], log_path=tmp_path / "server.err") as srv:
+        srv.wait_ready()
+        body = httpx.post(f"{srv.base}/recommend", json={"user_id": "196", "k": 10}, timeout=60).json()
+    assert len(body["items"]) == 10
+    step = body["trace"]["stages"]["ranker"]
+    assert list(body["trace"]["stages"])[0] == "ranker" and step["details"] == {"scored": n_rank, "missing_sources": []}
+    assert step["fallbacks"] == []

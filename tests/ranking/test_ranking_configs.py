@@ -25,7 +25,7 @@ def test_ranking_experiment_builds(experiment, interaction, tiny_dataset, tmp_pa
     model, cfg = _model(experiment, ["trainer.max_epochs=2"], tiny_dataset, tmp_path)
     assert isinstance(model, TwoStageRanker) and model.max_epochs == 2
     # the candidate sources are the served two-tower pipeline's, in its order
-    assert model.spec.sources == ["item2item", "content", "popularity", "two_tower"] and model.retriever_source == "two_tower"
+    assert model.spec.sources == ["item2item", "content", "popularity", "two_tower"] and model.retriever_artifact == "two_tower"
     assert isinstance(model.candidates["merger"], dict) and model.candidates["merger"]["weights"]["two_tower"] == 4.0
     assert isinstance(model._new_retriever(), LightningRetriever)
     feats = RankerFeatures(model.spec, ds, split.train, text_emb=np.ones((ds.meta.n_items, 4), np.float32))

@@ -21,7 +21,7 @@ FEATURES = {"sparse": ["gender", "categories", "sources"], "dense": None, "n_ran
 
 def _ranker(meta, dataset_dir=None, **kw):
     spec = dict(FEATURES, dense=[f for f in _dense() if not f.startswith("att_text")])
-    return TwoStageRanker(meta, None, LitRanker, CANDIDATES, retriever_source=None, features=spec, progress=False,
+    return TwoStageRanker(meta, None, LitRanker, CANDIDATES, retriever_artifact=None, retriever_run=None, features=spec, progress=False,
                           dataset_dir=dataset_dir, **kw)
 
 
@@ -40,6 +40,20 @@ def test_holdout_requests_cut_inside_train(tiny_dataset):
     inner2, reqs2 = holdout_requests(split.train, n_holdout=2, min_history=1)
     assert [(r.user, r.label, r.history.tolist()) for r in reqs2] == [(4, 6, [5]), (4, 1, [5, 6])]
     assert sorted(inner2[inner2.user_idx == 4]["item_idx"]) == [5]
+
+
+def test_requests_carry_the_low_ratings_of_their_history(tiny_dataset):
+    """As the serving ContextBuilder: items rated <= 2 in the history are the context's negative items."""
+    from recsys.pipeline.context import ContextBuilder
+
+    ds, split = tiny_dataset
+    _, reqs = holdout_requests(split.train, n_holdout=1, min_history=1)
+    # u1 rated i1 2 stars; u4 rated i6 2 stars (i1, the label, is not in the prefix)
+    assert {r.user: r.negatives.tolist() for r in reqs} == {0: [], 1: [1], 3: [], 4: [6]}
+    served = ContextBuilder(split.train, ds.users)
+    for r in stage_requests(split.train, split.valid):
+        assert r.negatives.tolist() == served.build(r.user).negative_items.tolist()
+    assert all(len(r.negatives) == 0 for r in stage_requests(split.train, split.valid, negative_threshold=None))
 
 
 def test_sequences_keep_table_order_for_ties(tiny_dataset):
