@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
 from recsys.llm.conversation_rules import RuleExtractor, translate
+from recsys.llm.parsing import extract_json_object
 
 _RESET = re.compile(r"\b(start over|start again|reset|forget (that|everything|it)|new search|from scratch)\b", re.I)
 _EN = {"the", "a", "an", "and", "or", "with", "without", "from", "something", "movie", "movies", "film", "films",
@@ -232,20 +233,6 @@ def merge(prev: Constraints | None, new: Constraints, mode: str = "replace") -> 
     )
 
 
-def _json_object(text: str) -> dict | None:
-    """The first JSON object in ``text`` (the one place the LLM's JSON is extracted; the linear-time
-    ``recsys.llm.parsing.extract_json_object(text, max_chars=...)`` replaces this body when it lands)."""
-    s = str(text or "")[:4000]
-    start = s.find("{")
-    if start < 0:
-        return None
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(s, start)
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def parse_constraints_json(text: str, categories: list[str], titles: dict[str, int] | None = None) -> dict:
     """Strictly read the LLM's JSON: the schema's keys only, genres from the vocabulary, years in range.
 
@@ -253,7 +240,7 @@ def parse_constraints_json(text: str, categories: list[str], titles: dict[str, i
     schema-constrained decoder cannot produce them; ``like_titles`` that match no catalogue
     title are dropped (the model may misspell one), the rest become item_idx.
     """
-    obj = _json_object(text)
+    obj = extract_json_object(text)  # linear time, bounded length and depth, never raises
     allowed = {"include_categories", "exclude_categories", "year_min", "year_max", "max_results", "like_titles"}
     if obj is None or set(obj) - allowed:
         return {}
