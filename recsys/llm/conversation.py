@@ -170,8 +170,8 @@ class ConversationParser:
         if not _meaningful(fields):
             if prev is not None and (not prev[0].is_empty() or prev[1]):
                 return Turn(session_id, prev[0], None, "state", list(prev[1]))
-            return Turn(session_id, None, "I did not catch what you are looking for: which genre or decade would "
-                        "you like, or a movie you enjoyed?", "none")
+            return Turn(session_id, None, "I did not catch what you are looking for: which genre ("
+                        f"{', '.join(self.categories)}) or decade would you like, or a movie you enjoyed?", "none")
         like = list(fields.pop("like_titles", []))
         mode = fields.pop("mode", "replace")
         try:

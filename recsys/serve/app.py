@@ -11,7 +11,10 @@ Errors: malformed JSON, wrong types, unknown fields, k out of range, an
 item_idx outside the catalogue -> 422 with a short message that never echoes
 the input; a body over ``max_body_bytes`` -> 413; a Host header outside
 ``allowed_hosts`` -> 400 (``recsys.serve.limits``); an unknown item or request
-id -> 404; an unknown user is not an error: it takes the cold-start path
+id -> 404; a genre the catalogue does not have (in ``constraints`` or
+``onboarding_categories``) -> 422 naming its location and the valid genres
+(``recsys.pipeline.filters.check_categories``, in ``Recommender.recommend``, so
+/recommend and /conversation share it); an unknown user is not an error: it takes the cold-start path
 (``cold_start: true``). Unknown session item ids are ignored and reported in
 ``warnings``.
 
@@ -32,10 +35,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from recsys.core.candidates import Candidates
-from recsys.pipeline.filters import shortfall
+from recsys.pipeline.filters import UnknownCategoryError, shortfall
 from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
 from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
@@ -89,6 +93,11 @@ def create_app(state: ServeState) -> FastAPI:
         state.served = ServedRequests(state.store)
     shared, served = state.shared, state.served
     app.include_router(feedback_router(rec, served, RateLimiter(state.feedback_rate_per_s, state.feedback_burst)))
+
+    @app.exception_handler(UnknownCategoryError)
+    async def unknown_genre(_request: Request, exc: UnknownCategoryError) -> JSONResponse:
+        # the locations and the catalogue's own vocabulary only: the client's text is not echoed
+        return JSONResponse({"detail": str(exc), "loc": exc.fields[:8], "valid_genres": exc.valid}, 422)
 
     def _items(cands: Candidates) -> list[RecommendedItem]:
         explored = cands.features.get("explored")
