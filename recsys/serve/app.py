@@ -44,6 +44,7 @@ from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_rout
 from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
                                   RecommendResponse, SimilarResponse, Trace)
+from recsys.serve.sessions import SessionsUnavailable, StoreSessions
 from recsys.serve.shared import SharedState, observe_events, serialize_learning_stages
 from recsys.serve.stores import Store, open_store
 
@@ -160,7 +161,11 @@ def create_app(state: ServeState) -> FastAPI:
     def conversation(req: ConversationRequest) -> ConversationResponse:
         if state.conversation is None:
             raise HTTPException(503, "conversation is not configured on this server (llm.conversation)")
-        turn = state.conversation.turn(req.session_id, req.message)
+        try:
+            turn = state.conversation.turn(req.session_id, req.message)
+        except SessionsUnavailable as e:
+            log.error("conversation turn failed: %s", e)
+            raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         if turn.question is not None or turn.constraints is None:
             return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
         # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
@@ -177,17 +182,18 @@ def create_app(state: ServeState) -> FastAPI:
 
 
 def build_state(cfg, **objects) -> ServeState:
-    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), its
-    conversation parser (same LLM backend) and the feedback store."""
+    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), the
+    feedback store, and the conversation parser (same LLM backend; its sessions in the store)."""
     from recsys.llm.factory import build_conversation
     from recsys.pipeline.build import build_recommender
 
     from recsys.llm.conversation import title_index
 
     rec = build_recommender(cfg, **objects)
-    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories,
-                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     store = open_store(cfg.feedback_db, **(cfg.get("store") or {}))
+    # conversation sessions live in the store too: any worker can take any turn (recsys.serve.sessions)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories, sessions=StoreSessions(store),
+                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     # the stored feedback is replayed into the bandit and the live profiles by create_app (recsys.serve.shared)
     log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
              list(rec.pipeline.stages), cfg.feedback_db)
