@@ -247,15 +247,21 @@ def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = No
     return None
 
 
-def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int) -> tuple[str | None, list[str]]:
+def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int,
+              k: int | None = None) -> tuple[str | None, list[str]]:
     """What a conversation reply says about a list: (a question when it is empty, notes).
 
     ``stages`` are the pipeline's stages (the ``AgeFilter`` among them is the rule the user did not
     ask for). Empty list: the question names the constraint that emptied it (``why_empty``). The
-    notes say how many requested items the age rule hides for a user of unknown age.
+    notes say how many requested items the age rule hides for a user of unknown age, and, when a
+    constrained list is shorter than the ``k`` asked for, how many catalogue items match at all.
     """
     age = next((s for s in stages if isinstance(s, AgeFilter)), None)
     notes = []
+    if k is not None and 0 < n_returned < k and not ctx.constraints.is_empty():
+        items = np.flatnonzero(catalog.available.astype(bool))
+        n_match = int(ConstraintFilter(catalog).mask(ctx.constraints, items).sum())
+        notes.append(f"{n_returned} of the {k} asked for: {n_match} items of the catalogue match the request")
     if age is not None and not age.age_known(ctx) and age.user_age(ctx) < age.adult_age:
         rule = ConstraintFilter(catalog)
         items = np.flatnonzero(catalog.available.astype(bool))

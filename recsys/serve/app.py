@@ -174,7 +174,7 @@ def create_app(state: ServeState) -> FastAPI:
         resp = _recommend(rr, constraints=turn.constraints)
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
         ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
-        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items))
+        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items), resp.trace.k)
         return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
                                     question=question, notes=notes, source=turn.source, like_items=like)
 
