@@ -22,6 +22,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 # a standard English stop-word list (NLTK's, abridged to what matters here)
@@ -95,6 +96,9 @@ def main(argv=None) -> int:
         "accepted_ungrounded_rate": round(len(leaked) / max(len(accepted), 1), 4),
         "emitted_ungrounded": len(emitted_bad),
         "verifier_rejected_but_judged_grounded": sum(1 for r, p in bad_raw if not r["accepted"] and not p),
+        # the verifier's own reasons for the replaced sentences, by kind (a sentence may have several)
+        "verifier_reasons": dict(Counter(re.split(r"[:'\"(]|\d", x)[0].strip() for r in rows if not r["accepted"]
+                                         for x in r.get("reasons", [])).most_common()),
     }
     print(json.dumps(summary, indent=1))
     for name, group in (("accepted but ungrounded", leaked), ("emitted but ungrounded", emitted_bad)):

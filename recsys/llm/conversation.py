@@ -13,8 +13,11 @@ it (llguidance in the transformers backend, structured outputs in vLLM,
 strictly either way; if that fails too, the user gets a clarifying question.
 A stronger model (``llm=vllm``) can be made primary with ``llm_first=True``.
 
-Multi-turn state is kept per session id (the most recent ``max_sessions``):
-each turn refines the previous constraints. Genres named in a follow-up
+Multi-turn state is kept per session id in a ``sessions`` object (``get`` /
+``put`` / ``drop``): :class:`MemorySessions` in this process by default (the most
+recent ``max_sessions``); the server passes ``recsys.serve.sessions.StoreSessions``,
+which keeps them in the feedback store, so any worker can take any turn. Each
+turn refines the previous constraints. Genres named in a follow-up
 replace the earlier ones ("actually a musical instead"), unless it says "also"
 / "too"; years and counts named again replace the old ones ("only from the
 90s"); exclusions accumulate, and a later include lifts an earlier exclusion
@@ -29,12 +32,15 @@ import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
 from recsys.llm.conversation_rules import RuleExtractor, translate
+from recsys.llm.parsing import extract_json_object
 
+MAX_WORDS = 20  # quoted words kept per session and list
 _RESET = re.compile(r"\b(start over|start again|reset|forget (that|everything|it)|new search|from scratch)\b", re.I)
 _EN = {"the", "a", "an", "and", "or", "with", "without", "from", "something", "movie", "movies", "film", "films",
        "want", "like", "me", "some", "i", "no", "not", "more", "please", "show", "give", "any", "about"}
@@ -73,6 +79,40 @@ class Turn:
     like_items: list[int] = field(default_factory=list)  # item_idx the user named as examples (never returned)
 
 
+class Sessions(Protocol):
+    """Where a conversation's state lives between turns: (constraints, like_items) per session id."""
+
+    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None: ...
+    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None: ...
+    def drop(self, session_id: str) -> None: ...
+
+
+class MemorySessions:
+    """Sessions in this process (the most recently used ``max_sessions``): one process only."""
+
+    def __init__(self, max_sessions: int = 10000) -> None:
+        self.max_sessions = int(max_sessions)
+        self._state: OrderedDict[str, tuple[Constraints, list[int]]] = OrderedDict()
+
+    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None:
+        got = self._state.get(session_id)
+        if got is not None:
+            self._state.move_to_end(session_id)
+        return got
+
+    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None:
+        self._state[session_id] = (constraints, list(like))
+        self._state.move_to_end(session_id)
+        while len(self._state) > self.max_sessions:
+            self._state.popitem(last=False)
+
+    def drop(self, session_id: str) -> None:
+        self._state.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
 def llm_schema(categories: list[str]) -> dict:
     """The ``Constraints`` JSON schema narrowed for decoding: genres as an enum, every key required, no others."""
     full = Constraints.model_json_schema()["properties"]
@@ -102,20 +142,22 @@ class ConversationParser:
         backend: optional ``LLMBackend`` for what the rules cannot read.
         llm_first: ask the LLM first and fall back to the rules (for strong models).
         titles: ``{lower-cased core title: item_idx}`` for references ("like Fargo").
-        max_sessions: sessions whose state is kept (least recently used dropped).
+        max_sessions: sessions kept by the default in-process ``MemorySessions``.
+        sessions: where sessions live (``Sessions``; the server's ``StoreSessions`` shares them).
     """
 
     def __init__(self, categories: list[str], backend=None, llm_first: bool = False, max_new_tokens: int = 96,
-                 accounting=None, titles: dict[str, int] | None = None, max_sessions: int = 10000) -> None:
+                 accounting=None, titles: dict[str, int] | None = None, max_sessions: int = 10000,
+                 sessions: Sessions | None = None) -> None:
         if not categories:
             raise ValueError("ConversationParser needs the genre vocabulary (meta.vocabularies['categories'])")
         self.categories = list(categories)
         self.titles = dict(titles or {})
         self.rules = RuleExtractor(self.categories, self.titles)
         self.backend, self.llm_first, self.max_new_tokens = backend, bool(llm_first), int(max_new_tokens)
-        self.accounting, self.max_sessions = accounting, int(max_sessions)
+        self.accounting = accounting
         self.schema = llm_schema(self.categories)
-        self.sessions: OrderedDict[str, tuple[Constraints, list[int]]] = OrderedDict()
+        self.sessions: Sessions = sessions if sessions is not None else MemorySessions(max_sessions)
 
     # -- LLM fallback ----------------------------------------------------------
     def prompt(self, message: str) -> list[dict]:
@@ -162,15 +204,15 @@ class ConversationParser:
         if message is None or not str(message).strip():
             return Turn(session_id, None, "What would you like to watch? A genre, a decade or a mood helps.", "none")
         if _RESET.search(message):
-            self.sessions.pop(session_id, None)
+            self.sessions.drop(session_id)
             message = _RESET.sub(" ", message)
         fields, source = self.read(message)
         prev = self.sessions.get(session_id)
         if not _meaningful(fields):
             if prev is not None and (not prev[0].is_empty() or prev[1]):
                 return Turn(session_id, prev[0], None, "state", list(prev[1]))
-            return Turn(session_id, None, "I did not catch what you are looking for: which genre or decade would "
-                        "you like, or a movie you enjoyed?", "none")
+            return Turn(session_id, None, "I did not catch what you are looking for: which genre ("
+                        f"{', '.join(self.categories)}) or decade would you like, or a movie you enjoyed?", "none")
         like = list(fields.pop("like_titles", []))
         mode = fields.pop("mode", "replace")
         try:
@@ -179,10 +221,7 @@ class ConversationParser:
             return Turn(session_id, None, _question_for(e), source)
         merged = merge(prev[0] if prev else None, new, mode)
         like = like or (list(prev[1]) if prev else [])
-        self.sessions[session_id] = (merged, like)
-        self.sessions.move_to_end(session_id)
-        while len(self.sessions) > self.max_sessions:
-            self.sessions.popitem(last=False)
+        self.sessions.put(session_id, merged, like)
         return Turn(session_id, merged, None, source, like)
 
 
@@ -225,25 +264,12 @@ def merge(prev: Constraints | None, new: Constraints, mode: str = "replace") -> 
     return Constraints(
         include_categories=inc, require_categories=[c for c in req if c not in inc], exclude_categories=exc,
         year_min=new.year_min if years_named else prev.year_min, year_max=new.year_max if years_named else prev.year_max,
-        must_have_words=sorted(set(prev.must_have_words) | set(new.must_have_words)),
-        exclude_words=sorted(set(prev.exclude_words) | set(new.exclude_words)),
+        # bounded like a request's lists (RequestConstraints): a session's state stays small
+        must_have_words=sorted(set(prev.must_have_words) | set(new.must_have_words))[:MAX_WORDS],
+        exclude_words=sorted(set(prev.exclude_words) | set(new.exclude_words))[:MAX_WORDS],
         exclude_items=sorted(set(prev.exclude_items) | set(new.exclude_items)),
         max_results=new.max_results if new.max_results is not None else prev.max_results,
     )
-
-
-def _json_object(text: str) -> dict | None:
-    """The first JSON object in ``text`` (the one place the LLM's JSON is extracted; the linear-time
-    ``recsys.llm.parsing.extract_json_object(text, max_chars=...)`` replaces this body when it lands)."""
-    s = str(text or "")[:4000]
-    start = s.find("{")
-    if start < 0:
-        return None
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(s, start)
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def parse_constraints_json(text: str, categories: list[str], titles: dict[str, int] | None = None) -> dict:
@@ -253,7 +279,7 @@ def parse_constraints_json(text: str, categories: list[str], titles: dict[str, i
     schema-constrained decoder cannot produce them; ``like_titles`` that match no catalogue
     title are dropped (the model may misspell one), the rest become item_idx.
     """
-    obj = _json_object(text)
+    obj = extract_json_object(text)  # linear time, bounded length and depth, never raises
     allowed = {"include_categories", "exclude_categories", "year_min", "year_max", "max_results", "like_titles"}
     if obj is None or set(obj) - allowed:
         return {}

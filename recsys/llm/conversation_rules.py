@@ -67,7 +67,7 @@ GLOSSARY = [
     (r"\b(?:documentaires?|dokumentar\w*|documental\w*)\b", " documentary "),
     (r"\b(?:myst[èe]res?|misterio)\b", " mystery "), (r"\b(?:fantastiques?|fantas[ií]a)\b", " fantasy "),
     (r"\b(?:acci[óo]n|actionfilm\w*)\b", " action "),
-    (r"\b(?:ann[ée]es|a[ñn]os|jahre)\s+'?(\d0)\b", r" \1s "), (r"\b(\d0)(?:er|ern)\b(?:\s+jahren?)?", r" \1s "),
+    (r"\b(?:ann[ée]es|a[ñn]os|jahre)\s+'?(\d0)\b", r" \1s "), (r"\blos\s+'?(\d0)s?\b", r" \1s "), (r"\b(\d0)(?:er|ern)\b(?:\s+jahren?)?", r" \1s "),
     (r"\b(?:sans|ohne|sin|pas d[e'])\s*", " without "), (r"\b(?:keine?n?|kein|aucun\w*|nicht)\b", " no "),
     (r"\b(?:avant|vor|antes de)\b", " before "), (r"\b(?:apr[èe]s|nach|despu[ée]s de)\b", " after "),
     (r"\b(?:depuis|seit|desde)\b", " since "), (r"\b(?:entre)\s+(\d{4})\s+(?:et|y)\s+(\d{4})", r" between \1 and \2 "),

@@ -116,12 +116,13 @@ class Facts:
         name = f'"{self.title}"'
         if self.related_titles and self.shared_categories:
             seen = " and ".join(f'"{t}"' for t in self.related_titles[:2])
-            return f"Recommended because you liked {seen}, which share {', '.join(self.shared_categories)} with {name}."
+            verb = "shares" if len(self.related_titles[:2]) == 1 else "share"
+            return f"Recommended because you liked {seen}, which {verb} {', '.join(self.shared_categories)} with {name}."
         parts = [name, "is"]
         if self.popularity is not None:
             parts.append(f"watched by {self.popularity} users,")
-        desc = ", ".join(self.categories) if self.categories else "a"
-        parts.append(f"a {desc} film" if self.categories else "a film")
+        desc = ", ".join(self.categories)
+        parts.append(f"{'an' if desc[:1].upper() in 'AEIOU' else 'a'} {desc} film" if desc else "a film")
         if self.year > 0:
             parts.append(f"from {self.year}")
         return " ".join(parts) + "."

@@ -113,10 +113,10 @@ class ConstraintFilter:
 
     ``include_categories`` keeps items with at least one of them (OR),
     ``require_categories`` items with every one of them (AND: "romantic comedy").
-    Category names unknown to the catalogue match nothing: an unknown
-    ``include_categories`` entry therefore filters everything out (the caller
-    asked for something that does not exist, and ``trace["warnings"]`` names the
-    valid genres), an unknown exclusion removes nothing. Words match
+    A request naming a genre the catalogue does not have is refused before the
+    pipeline runs (``check_categories``, called by ``Recommender.recommend``; the
+    server answers 422 with the valid genres); here, for a caller that skips it,
+    an unknown name matches nothing (an unknown exclusion removes nothing). Words match
     case-insensitively as substrings of title + text. An item of unknown year
     (-1) fails any year bound.
 
@@ -188,17 +188,39 @@ class ConstraintFilter:
             keep &= m
         return keep
 
-    def unknown_categories(self, c: Constraints) -> list[str]:
-        return self._ids([*c.include_categories, *c.require_categories, *c.exclude_categories])[1]
-
     def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
         if ctx.constraints.is_empty():
             return _apply(self.name, cands, np.ones(len(cands), dtype=bool))
-        unknown = self.unknown_categories(ctx.constraints)
-        if unknown:
-            cands.trace.setdefault("warnings", []).append(
-                f"unknown genres {unknown}; valid genres: {', '.join(self.catalog.categories)}")
         return _apply(self.name, cands, self.mask(ctx, cands.items))
+
+
+class UnknownCategoryError(ValueError):
+    """A request names genres the catalogue does not have.
+
+    ``fields``: where, as request locations (``constraints.include_categories[1]``,
+    ``onboarding_categories[0]``; the names themselves are not repeated: the
+    message never echoes the input); ``valid``: the catalogue's vocabulary.
+    """
+
+    def __init__(self, fields: list[str], valid: list[str]):
+        self.fields, self.valid = list(fields), list(valid)
+        shown = ", ".join(self.fields[:8]) + (f" (+{len(self.fields) - 8} more)" if len(self.fields) > 8 else "")
+        super().__init__(f"unknown genre at {shown}; valid genres: {', '.join(self.valid)}")
+
+
+CATEGORY_FIELDS = ("include_categories", "require_categories", "exclude_categories")
+
+
+def check_categories(catalog: ItemCatalog, constraints: Constraints | None = None, onboarding_categories=()) -> None:
+    """Raise :class:`UnknownCategoryError` when a genre of the request is not in ``catalog.categories``
+    (case-insensitive). The one check of a request's genres (``Recommender.recommend`` calls it)."""
+    where = [f"constraints.{key}[{j}]" for key in CATEGORY_FIELDS
+             for j, name in enumerate(getattr(constraints, key) if constraints is not None else [])
+             if catalog.category_id(str(name)) is None]
+    where += [f"onboarding_categories[{j}]" for j, name in enumerate(onboarding_categories)
+              if catalog.category_id(str(name)) is None]
+    if where:
+        raise UnknownCategoryError(where, catalog.categories)
 
 
 def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = None) -> str | None:
@@ -225,15 +247,21 @@ def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = No
     return None
 
 
-def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int) -> tuple[str | None, list[str]]:
+def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int,
+              k: int | None = None) -> tuple[str | None, list[str]]:
     """What a conversation reply says about a list: (a question when it is empty, notes).
 
     ``stages`` are the pipeline's stages (the ``AgeFilter`` among them is the rule the user did not
     ask for). Empty list: the question names the constraint that emptied it (``why_empty``). The
-    notes say how many requested items the age rule hides for a user of unknown age.
+    notes say how many requested items the age rule hides for a user of unknown age, and, when a
+    constrained list is shorter than the ``k`` asked for, how many catalogue items match at all.
     """
     age = next((s for s in stages if isinstance(s, AgeFilter)), None)
     notes = []
+    if k is not None and 0 < n_returned < k and not ctx.constraints.is_empty():
+        items = np.flatnonzero(catalog.available.astype(bool))
+        n_match = int(ConstraintFilter(catalog).mask(ctx.constraints, items).sum())
+        notes.append(f"{n_returned} of the {k} asked for: {n_match} items of the catalogue match the request")
     if age is not None and not age.age_known(ctx) and age.user_age(ctx) < age.adult_age:
         rule = ConstraintFilter(catalog)
         items = np.flatnonzero(catalog.available.astype(bool))

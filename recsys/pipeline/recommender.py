@@ -26,6 +26,7 @@ import numpy as np
 from recsys.core.candidates import Candidates, Constraints
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.context import ContextBuilder
+from recsys.pipeline.filters import check_categories
 from recsys.pipeline.pipeline import Pipeline, build_pipeline
 from recsys.pipeline.similar import build_similar
 
@@ -81,7 +82,9 @@ class Recommender:
                   query: str | None = None, onboarding_categories=(), demographics: dict | None = None,
                   user_id: str | None = None) -> tuple[Candidates, object]:
         """-> (final candidates, the UserContext used). Unknown users take the cold-start path
-        (with their live feedback, found by the external ``user_id``)."""
+        (with their live feedback, found by the external ``user_id``). A genre the catalogue does not
+        have raises ``recsys.pipeline.filters.UnknownCategoryError`` (naming the valid genres)."""
+        check_categories(self.catalog, constraints, onboarding_categories)
         ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics, user_id)
         return self.pipeline(ctx, k), ctx
 

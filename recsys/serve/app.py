@@ -11,7 +11,10 @@ Errors: malformed JSON, wrong types, unknown fields, k out of range, an
 item_idx outside the catalogue -> 422 with a short message that never echoes
 the input; a body over ``max_body_bytes`` -> 413; a Host header outside
 ``allowed_hosts`` -> 400 (``recsys.serve.limits``); an unknown item or request
-id -> 404; an unknown user is not an error: it takes the cold-start path
+id -> 404; a genre the catalogue does not have (in ``constraints`` or
+``onboarding_categories``) -> 422 naming its location and the valid genres
+(``recsys.pipeline.filters.check_categories``, in ``Recommender.recommend``, so
+/recommend and /conversation share it); an unknown user is not an error: it takes the cold-start path
 (``cold_start: true``). Unknown session item ids are ignored and reported in
 ``warnings``.
 
@@ -32,14 +35,16 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from recsys.core.candidates import Candidates
-from recsys.pipeline.filters import shortfall
+from recsys.pipeline.filters import UnknownCategoryError, shortfall
 from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
 from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
 from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
                                   RecommendResponse, SimilarResponse, Trace)
+from recsys.serve.sessions import SessionsUnavailable, StoreSessions
 from recsys.serve.shared import SharedState, observe_events, serialize_learning_stages
 from recsys.serve.stores import Store, open_store
 
@@ -89,6 +94,11 @@ def create_app(state: ServeState) -> FastAPI:
         state.served = ServedRequests(state.store)
     shared, served = state.shared, state.served
     app.include_router(feedback_router(rec, served, RateLimiter(state.feedback_rate_per_s, state.feedback_burst)))
+
+    @app.exception_handler(UnknownCategoryError)
+    async def unknown_genre(_request: Request, exc: UnknownCategoryError) -> JSONResponse:
+        # the locations and the catalogue's own vocabulary only: the client's text is not echoed
+        return JSONResponse({"detail": str(exc), "loc": exc.fields[:8], "valid_genres": exc.valid}, 422)
 
     def _items(cands: Candidates) -> list[RecommendedItem]:
         explored = cands.features.get("explored")
@@ -151,7 +161,11 @@ def create_app(state: ServeState) -> FastAPI:
     def conversation(req: ConversationRequest) -> ConversationResponse:
         if state.conversation is None:
             raise HTTPException(503, "conversation is not configured on this server (llm.conversation)")
-        turn = state.conversation.turn(req.session_id, req.message)
+        try:
+            turn = state.conversation.turn(req.session_id, req.message)
+        except SessionsUnavailable as e:
+            log.error("conversation turn failed: %s", e)
+            raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         if turn.question is not None or turn.constraints is None:
             return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
         # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
@@ -160,7 +174,7 @@ def create_app(state: ServeState) -> FastAPI:
         resp = _recommend(rr, constraints=turn.constraints)
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
         ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
-        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items))
+        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items), resp.trace.k)
         return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
                                     question=question, notes=notes, source=turn.source, like_items=like)
 
@@ -168,17 +182,18 @@ def create_app(state: ServeState) -> FastAPI:
 
 
 def build_state(cfg, **objects) -> ServeState:
-    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), its
-    conversation parser (same LLM backend) and the feedback store."""
+    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), the
+    feedback store, and the conversation parser (same LLM backend; its sessions in the store)."""
     from recsys.llm.factory import build_conversation
     from recsys.pipeline.build import build_recommender
 
     from recsys.llm.conversation import title_index
 
     rec = build_recommender(cfg, **objects)
-    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories,
-                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     store = open_store(cfg.feedback_db, **(cfg.get("store") or {}))
+    # conversation sessions live in the store too: any worker can take any turn (recsys.serve.sessions)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories, sessions=StoreSessions(store),
+                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
     # the stored feedback is replayed into the bandit and the live profiles by create_app (recsys.serve.shared)
     log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
              list(rec.pipeline.stages), cfg.feedback_db)

@@ -97,3 +97,15 @@ def test_checker_can_fail(serve_state, sid, turns):
     item_by_id = {iid: j for j, iid in enumerate(rec.item_ids)}
     wrong = {"constraints": {"year_max": 1800}, "recommendation": {"items": [{"item_id": rec.item_ids[0]}]}}
     assert check_turn(turns[0], wrong, rec.catalog, item_by_id)
+
+
+def test_a_short_list_says_how_many_items_match(serve_state):
+    from recsys.serve.app import create_app
+
+    client = TestClient(create_app(serve_state), base_url="http://127.0.0.1")
+    body = client.post("/conversation", json={"session_id": "short", "message": "crime films between 1970 and 1980",
+                                              "k": 10}).json()
+    n = len(body["recommendation"]["items"])
+    assert 0 < n < 10 and f"{n} of the 10 asked for: 4 items of the catalogue match the request" in body["notes"]
+    full = client.post("/conversation", json={"session_id": "full", "message": "three thrillers", "k": 10}).json()
+    assert len(full["recommendation"]["items"]) == 3 and not any("asked for" in n for n in full["notes"])  # no shortfall

@@ -23,6 +23,8 @@ def test_smollm2_conversation(smollm2, message, want):
 
     p = ConversationParser(GENRES, backend=smollm2, titles={"fargo": 99}, max_new_tokens=80)
     t = p.turn("s", message)
+    got = t.constraints.model_dump(exclude_defaults=True) if t.constraints is not None else None
+    print(f"\nLLM set: {message!r} [{t.source}] -> {got} like={t.like_items} question={t.question!r}")  # -s: outcomes
     assert t.constraints is not None, t.question
     for key, value in want.items():
         got = t.like_items if key == "like" else getattr(t.constraints, key)

@@ -68,3 +68,18 @@ def test_llm_fallback_json_is_validated_strictly():
                                   '{"year_min": 2000, "year_max": 1990}', "[1, 2]"])
 def test_bad_llm_json_gives_nothing(text):
     assert parse_constraints_json(text, GENRES) == {}
+
+
+def test_llm_json_is_read_by_the_linear_time_parser():
+    """Prose around the object, a brace before it, hostile nesting and length: read or refused, fast, no raise."""
+    import time
+
+    good = '{"include_categories": ["Drama"], "year_min": 1970}'
+    assert parse_constraints_json(f"Sure! {{genre}} here: {good} Enjoy.", GENRES) == {
+        "include_categories": ["Drama"], "year_min": 1970}
+    hostile = ["[" * 100_000, "{" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000, "{}" * 200_000,
+               good + " " * 10_000]  # the last is over the parser's length cap: refused, not truncated
+    for text in hostile:
+        t0 = time.perf_counter()
+        assert parse_constraints_json(text, GENRES) == {}
+        assert time.perf_counter() - t0 < 1.0

@@ -103,3 +103,11 @@ def test_verifier_rejects_invented_names_truncation_and_loops():
     assert "incomplete sentence" in v.check("A horror film that is immersive and", FACTS)
     assert "repetitive" in v.check("It is a dark horror film and it is a dark horror film.", FACTS)
     assert v.check('"Film Number 06", The Horror film Film Number 01 fans liked.', FACTS) == []
+
+
+def test_template_grammar():
+    assert Facts("Heat", 1995, ["Action", "Crime"], popularity=5).template() == \
+        '"Heat" is watched by 5 users, an Action, Crime film from 1995.'
+    assert Facts("Fargo", 1996, ["Crime"]).template() == '"Fargo" is a Crime film from 1996.'
+    assert "which shares Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo"], [1996], ["Crime"]).template()
+    assert "which share Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo", "Seven"], [1996, 1995], ["Crime"]).template()

@@ -227,32 +227,3 @@ def test_recommend_cli_as_a_user_runs_it(ml100k_data_root, tmp_path):
     stages = [ln.split()[1] for ln in trace if ln.startswith("stage")]
     assert stages == declared_stages(compose_serve([]))
     assert trace[-1].startswith("total")
-
-
-def test_a_trained_two_tower_reaches_serving_through_config(ml100k_dir, tmp_path):
-    """A real LitTwoTower trained a few steps, indexed by `recsys.index`, served by `pipeline=two_tower`
-    with its best checkpoint (no trust flag): the run directory is the only thing the config names."""
-    import pytorch_lightning as pl
-    import torch
-
-    from recsys.data.io import load_dataset, load_split
-    from recsys.data.two_tower_data import TwoTowerDataModule
-    from recsys.index import run as build_index
-    from recsys.models.lit_two_tower import LitTwoTower
-
-    torch.manual_seed(0)
-    ds, split = load_dataset(ml100k_dir), load_split(ml100k_dir, "loo")
-    model = LitTwoTower(ds.meta, dataset_dir=str(ml100k_dir), dim=16, out_dim=16, hidden=[32])
-    cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", filename="epoch_{epoch:03d}",
-                                      save_last=True, save_top_k=1, auto_insert_metric_name=False)
-    pl.Trainer(max_epochs=1, limit_train_batches=10, limit_val_batches=0, logger=False, callbacks=[cb],
-               enable_progress_bar=False, enable_model_summary=False).fit(
-        model, TwoTowerDataModule(ds, split, batch_size=256, max_history=20))
-    build_index(compose_serve([f"ckpt={tmp_path / 'run' / 'checkpoints' / 'epoch_000.ckpt'}", "index=ivf_flat",
-                               "n_queries=50", "k=20"], config_name="build_index"))
-    rec = build_recommender(compose_serve([f"dataset_dir={ml100k_dir}", "pipeline=two_tower", "pipeline.sources.content=null",
-                                           f"pipeline.artifacts.two_tower.run_dir={tmp_path / 'run'}"]))
-    assert rec.info["artifacts"]["two_tower"] == f"{tmp_path / 'run'} (best)"
-    cands, _ = rec.recommend(rec.contexts.user_idx("196"), k=10)
-    assert len(cands) == 10 and cands.trace["sources"]["two_tower"]["n_out"] > 0
-    assert any("two_tower" in s for s in cands.sources.tolist())

@@ -179,3 +179,17 @@ def test_paths_outside_the_run_are_refused(trained_run, tmp_path):
         link.unlink()
     with pytest.raises(ValueError, match="index_kind"):
         load_two_tower_run(trained_run, "../../elsewhere/flat")
+
+
+def test_a_trained_run_reaches_serving_through_config(trained_run, ml100k_data_root):
+    """The run `recsys.train` wrote and `recsys.index` indexed, served by `pipeline=two_tower` with its best
+    checkpoint and no trust flag: the run's stable name is the only thing the config names."""
+    from recsys.pipeline.build import build_recommender, compose_serve
+
+    rec = build_recommender(compose_serve([f"paths.data_dir={ml100k_data_root}", "pipeline=two_tower",
+                                           "pipeline.sources.content=null", f"pipeline.artifacts.two_tower.run_dir={trained_run}",
+                                           "pipeline.artifacts.two_tower.index_kind=flat"]))
+    assert rec.info["artifacts"]["two_tower"] == f"{trained_run} (best)"
+    cands, _ = rec.recommend(rec.contexts.user_idx("196"), k=10)
+    assert len(cands) == 10 and cands.trace["sources"]["two_tower"]["n_out"] > 0
+    assert any("two_tower" in s for s in cands.sources.tolist())

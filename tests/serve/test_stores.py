@@ -160,3 +160,34 @@ def test_an_old_sqlite_store_with_duplicates_is_named_not_rewritten(tmp_path):
     with pytest.raises(RuntimeError, match="1 duplicate"):
         open_store(db)
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+
+
+def test_conversation_sessions_are_shared_bounded_and_expire(target):
+    import time
+
+    with open_store(target) as a, open_store(target, max_sessions=3, session_prune_every=1) as b:
+        a.submit_session("s1", '{"x": 1}').result()
+        assert b.session("s1") == '{"x": 1}' and b.session("nope") is None  # another process sees the commit
+        b.submit_session("s1", '{"x": 2}').result()  # an upsert, from either side
+        assert a.session("s1") == '{"x": 2}' and a.count_sessions() == 1
+        a.submit_session("s1", None).result()  # delete ("start over")
+        assert b.session("s1") is None
+        for i in range(6):  # b prunes at every write: the 3 most recent are kept
+            b.submit_session(f"k{i}", "{}").result()
+            time.sleep(0.002)  # distinct updated_at
+        assert a.count_sessions() == 3 and [b.session(f"k{i}") for i in (2, 3, 5)] == [None, "{}", "{}"]
+        # a failing unit of another kind does not lose a session written in the same batch
+        a.log_request("dup", None, None, [1])
+        bad, ok = a.submit_request("dup", None, None, [1]), a.submit_session("k9", "{}")
+        with pytest.raises(Exception):
+            bad.result()
+        ok.result()
+        assert b.session("k9") == "{}"
+    with open_store(target, session_ttl_s=2.0) as c:  # expired: never read, then pruned
+        assert c.session("k9") == "{}"
+        time.sleep(2.1)
+        assert c.session("k9") is None
+        assert c.count_sessions() == 4  # ... but still stored until a prune
+    with open_store(target, session_ttl_s=2.0, session_prune_every=1) as d:
+        d.submit_session("fresh", "{}").result()
+        assert d.count_sessions() == 1

@@ -1,4 +1,5 @@
-"""`workers: N` starts N processes that share state through the store; kill -9 loses no acknowledged event.
+"""`workers: N` starts N processes that share state through the store (feedback, conversation sessions);
+kill -9 loses no acknowledged event.
 
 Real servers (``python -m recsys.serve`` as a user starts it, ``recsys.serve.process.ServerProcess``)
 on prepared ML-100K: one with 2 workers over a real PostgreSQL server, one with 2 workers over SQLite
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import httpx
+import pandas as pd
 import pytest
 
 from recsys.pipeline.build import compose_serve
@@ -74,6 +77,31 @@ def test_two_workers_share_feedback_through_postgres(ml100k_dir, tmp_path, postg
         assert serving in workers_seen
     with open_store(postgres_url) as store:
         assert store.events()["event"].tolist()[-3:] == ["skip"] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_conversation_continues_on_another_worker(ml100k_dir, tmp_path, backend, request):
+    """Two turns of one conversation, answered by different workers: the second refines the first's state."""
+    db = request.getfixturevalue("postgres_url") if backend == "postgres" else tmp_path / "feedback.sqlite"
+    with ServerProcess(overrides(ml100k_dir, db, tmp_path), tmp_path / "server.err") as srv:
+        srv.wait_ready(workers=2)
+        crossed = 0
+        for n in range(30):  # new connections: which worker takes a turn is up to the kernel
+            sid = f"{backend}-{uuid.uuid4().hex[:8]}-{n}"
+            first = fresh_post(srv.base, "/conversation", {"session_id": sid, "message": "a comedy", "k": 5})
+            second = fresh_post(srv.base, "/conversation", {"session_id": sid, "message": "only from the 90s", "k": 5})
+            assert first.status_code == second.status_code == 200, second.text
+            c = second.json()["constraints"]
+            assert c["include_categories"] == ["Comedy"] and (c["year_min"], c["year_max"]) == (1990, 1999), c
+            crossed += worker_of(first) != worker_of(second)
+            if crossed >= 2:
+                break
+        assert crossed >= 2, "fewer than two conversations had their turns on different workers"
+    items = pd.read_parquet(ml100k_dir / "items.parquet").set_index("item_id")
+    served = second.json()["recommendation"]["items"]
+    assert served and all(1990 <= items.loc[it["item_id"], "year"] <= 1999 for it in served)
+    assert all("Comedy" in list(items.loc[it["item_id"], "categories"]) for it in served)
 
 
 @pytest.mark.slow

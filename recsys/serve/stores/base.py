@@ -1,10 +1,18 @@
 """The feedback store's interface: what every server process shares (served requests, the feedback log).
 
-Two tables, the same in every backend (``sqlite.py``, ``postgres.py``)::
+Three tables, the same in every backend (``sqlite.py``, ``postgres.py``)::
 
     requests(request_id PK, user_id, user_idx NULL, items (JSON list of item_idx), created_at)
     events(event_id PK growing, request_id, user_id, user_idx NULL, item_idx, event, value NULL, created_at)
            UNIQUE (request_id, item_idx, event)
+    sessions(session_id PK, state (text: a conversation's state), updated_at)
+
+``sessions`` holds the conversation state every worker reads (``recsys.serve.sessions``):
+a session older than ``session_ttl_s`` is never read, and each process's writer
+prunes expired sessions and all but the ``max_sessions`` most recent ones every
+``session_prune_every`` session writes (so the table holds at most ``max_sessions``
+plus that many per process). A session write commits without an fsync, like a
+request record: it is visible to every process once its future resolves.
 
 ``events`` is an append-only log, and it is the shared state: whatever a worker
 learns online (bandit posteriors, live profiles) is the fold of the log in
@@ -88,12 +96,14 @@ class Appended(NamedTuple):
 
 
 class _Unit(NamedTuple):
-    kind: str  # "request" | "events"
+    kind: str  # "request" | "events" | "session"
     rows: list[tuple]
     future: Future
 
 
 _STOP = object()
+_UPSERT_SESSION = ("INSERT INTO sessions (session_id, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (session_id) "
+                   "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at")
 
 
 class Store(ABC):
@@ -101,14 +111,22 @@ class Store(ABC):
         commit_window_ms: how long the writer waits for more units after the first of a batch.
         max_batch: the most units one transaction commits.
         readers: the most read connections this process keeps open.
+        session_ttl_s: a conversation session not written for this long is expired.
+        max_sessions: the sessions kept by a prune (the most recently written).
+        session_prune_every: session writes of this process between prunes.
     """
 
     param = "?"  # the backend's placeholder in SQL written here
 
-    def __init__(self, commit_window_ms: float = 2.0, max_batch: int = 1000, readers: int = 4):
+    def __init__(self, commit_window_ms: float = 2.0, max_batch: int = 1000, readers: int = 4,
+                 session_ttl_s: float = 86_400.0, max_sessions: int = 100_000, session_prune_every: int = 100):
         if commit_window_ms < 0 or max_batch < 1 or readers < 1:
             raise ValueError("need commit_window_ms >= 0, max_batch >= 1, readers >= 1")
+        if session_ttl_s <= 0 or max_sessions < 1 or session_prune_every < 1:
+            raise ValueError("need session_ttl_s > 0, max_sessions >= 1, session_prune_every >= 1")
         self.window_s, self.max_batch = commit_window_ms / 1e3, int(max_batch)
+        self.session_ttl_s, self.max_sessions = float(session_ttl_s), int(max_sessions)
+        self.session_prune_every, self._session_writes = int(session_prune_every), 0
         self.last_committed_id = 0  # the highest event id this process's commits returned
         self._queue: queue.Queue = queue.Queue()
         self._idle: list = []
@@ -150,6 +168,10 @@ class Store(ABC):
         rows = [(e.request_id, e.user_id, e.user_idx, int(e.item_idx), e.event, e.value, e.created_at or now)
                 for e in events]
         return self._submit("events", rows)
+
+    def submit_session(self, session_id: str, state: str | None) -> Future:
+        """Write (``state`` None: delete) a conversation session; resolves once committed (visible to all)."""
+        return self._submit("session", [(session_id, state, time.time())])
 
     def log_request(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> None:
         self.submit_request(request_id, user_id, user_idx, items).result()
@@ -245,8 +267,26 @@ class Store(ABC):
         requests = [r for u in units if u.kind == "request" for r in u.rows]
         if requests:
             self._insert_requests(cur, requests)
+        sessions = {r[0]: r for u in units if u.kind == "session" for r in u.rows}  # the last write of each wins
+        if sessions:
+            self._write_sessions(cur, list(sessions.values()))
         appended = iter(self._insert_events(cur, [r for u in units if u.kind == "events" for r in u.rows]))
-        return [None if u.kind == "request" else [next(appended) for _ in u.rows] for u in units]
+        return [[next(appended) for _ in u.rows] if u.kind == "events" else None for u in units]
+
+    def _write_sessions(self, cur, rows: list[tuple]) -> None:
+        """Upsert (or delete, state None) sessions rows (session_id, state, updated_at); prune now and then."""
+        put = [r for r in rows if r[1] is not None]
+        if put:
+            cur.executemany(self._sql(_UPSERT_SESSION), put)
+        gone = [(r[0],) for r in rows if r[1] is None]
+        if gone:
+            cur.executemany(self._sql("DELETE FROM sessions WHERE session_id = ?"), gone)
+        self._session_writes += len(rows)
+        if self._session_writes >= self.session_prune_every:
+            self._session_writes = 0
+            cur.execute(self._sql("DELETE FROM sessions WHERE updated_at < ?"), (time.time() - self.session_ttl_s,))
+            cur.execute(self._sql("DELETE FROM sessions WHERE updated_at < (SELECT updated_at FROM sessions "
+                                  "ORDER BY updated_at DESC LIMIT 1 OFFSET ?)"), (self.max_sessions - 1,))
 
     # ---- reads -------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
@@ -310,6 +350,15 @@ class Store(ABC):
             rows += chunk
             last = chunk[-1].event_id
         return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+
+    def session(self, session_id: str) -> str | None:
+        """A conversation session's state, or None when there is none or it has expired."""
+        rows = self._fetch("SELECT state FROM sessions WHERE session_id = ? AND updated_at >= ?",
+                           (session_id, time.time() - self.session_ttl_s))
+        return rows[0][0] if rows else None
+
+    def count_sessions(self) -> int:
+        return int(self._fetch("SELECT COUNT(*) FROM sessions")[0][0])
 
     def count(self) -> int:
         return int(self._fetch("SELECT COUNT(*) FROM events")[0][0])

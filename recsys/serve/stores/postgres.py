@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS events (
     item_idx BIGINT NOT NULL, event TEXT NOT NULL, value DOUBLE PRECISION,
     created_at DOUBLE PRECISION NOT NULL, CONSTRAINT events_once UNIQUE (request_id, item_idx, event));
 CREATE INDEX IF NOT EXISTS events_user ON events(user_idx);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_age ON sessions(updated_at);
 """
 _INSERT = ("INSERT INTO events (request_id, user_id, user_idx, item_idx, event, value, created_at) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id, item_idx, event) DO NOTHING RETURNING event_id")

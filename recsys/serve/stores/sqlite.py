@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS events (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, user_id TEXT, user_idx INTEGER,
     item_idx INTEGER NOT NULL, event TEXT NOT NULL, value REAL, created_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS events_user ON events(user_idx);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_age ON sessions(updated_at);
 """
 _UNIQUE = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(request_id, item_idx, event)"
 _INSERT = ("INSERT INTO events (request_id, user_id, user_idx, item_idx, event, value, created_at) "
