@@ -48,11 +48,18 @@ def _fast(extra: list[str]) -> list[str]:
             "trainer.enable_progress_bar=false", *extra]
 
 
+# the rankers train behind the served two-tower run by default (tests/ranking/test_ranker_train.py walks
+# that journey); here each fits its own two-tower, on a few users' lists
+RANKER_STEPS = ["model.module.retriever_run=null", "model.module.max_train_users=20", "model.module.max_val_users=50"]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_a_few_steps(experiment, tmp_path, ml100k_data_root):
     from recsys.train import run
 
-    cfg = compose_train(_fast([f"experiment={experiment}"]), tmp_path / "run", ml100k_data_root)
+    ranker = experiment.endswith(("/dlrm", "/dcn"))
+    cfg = compose_train(_fast([f"experiment={experiment}", *(RANKER_STEPS if ranker else [])]), tmp_path / "run",
+                        ml100k_data_root)
     metrics, artifacts = run(cfg)
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0
     assert 0.0 <= metrics["val/ndcg@10"] <= 1.0

@@ -59,24 +59,15 @@ class Recommender:
         else:
             raise ValueError(f"history must be all, valid or test, got {history!r}")
         self.interactions = inter
-        n = self.dataset.meta.n_items
-        emb_path = self.dataset_dir / "item_text_emb.npy"
-        self.text_emb = np.load(emb_path).astype(np.float32) if emb_path.exists() else None
+        self.text_emb = load_text_embeddings(self.dataset_dir)
         if self.text_emb is None:
-            log.warning("%s not found: MMR falls back to category overlap, content source is unavailable", emb_path)
-        popularity = np.bincount(inter["item_idx"].to_numpy(np.int64), minlength=n).astype(np.float32)
-        self.catalog = ItemCatalog.from_items(self.dataset.items, embeddings=self.text_emb, popularity=popularity)
+            log.warning("%s not found: MMR falls back to category overlap, content source is unavailable",
+                        self.dataset_dir / "item_text_emb.npy")
+        self.objects = {**pipeline_objects(self.dataset, inter, self.split, self.dataset_dir, self.text_emb), **(objects or {})}
+        self.catalog = self.objects["catalog"]
         self.contexts = ContextBuilder(inter, self.dataset.users, negative_threshold)
-        items = self.dataset.items.sort_values("item_idx")
-        self.item_ids = items["item_id"].astype(str).tolist()
+        self.item_ids = self.objects["items_table"]["item_id"].astype(str).tolist()
         self._item_by_id = {iid: j for j, iid in enumerate(self.item_ids)}
-        self.objects = dict(
-            catalog=self.catalog, items_table=items, interactions=inter, n_items=n,
-            item_categories=[list(c) for c in items["categories"]], item_popularity=popularity,
-            text_emb=self.text_emb, emb=self.text_emb,
-            dataset=self.dataset, split=self.split, meta=self.dataset.meta, dataset_dir=self.dataset_dir,
-            **(objects or {}),
-        )
         self.pipeline: Pipeline = build_pipeline(pipeline, **self.objects)
         self.info = {"dataset_dir": str(self.dataset_dir), "history": history, "split": split,
                      "artifacts": _artifact_paths(pipeline)}
@@ -117,6 +108,26 @@ class Recommender:
             for i, p in zip(items.tolist(), positive):
                 if p is not None:
                     self.contexts.add_feedback(key, i, positive=bool(p))
+
+
+def load_text_embeddings(dataset_dir: str | Path) -> np.ndarray | None:
+    """``<dataset_dir>/item_text_emb.npy`` as float32, or None when the dataset was prepared without it."""
+    path = Path(dataset_dir) / "item_text_emb.npy"
+    return np.load(path).astype(np.float32) if path.exists() else None
+
+
+def pipeline_objects(dataset, interactions, split, dataset_dir, text_emb: np.ndarray | None) -> dict:
+    """The data-derived objects sources and stages receive by constructor name, for ``interactions``
+    as the visible past (also used by the ranker to rebuild the sources on its training prefixes)."""
+    n = dataset.meta.n_items
+    popularity = np.bincount(interactions["item_idx"].to_numpy(np.int64), minlength=n).astype(np.float32)
+    items = dataset.items.sort_values("item_idx")
+    catalog = ItemCatalog.from_items(dataset.items, embeddings=text_emb, popularity=popularity)
+    return dict(catalog=catalog, items_table=items, interactions=interactions, n_items=n,
+                item_categories=[list(c) for c in items["categories"]], item_popularity=popularity,
+                text_emb=text_emb, emb=text_emb,
+                dataset=dataset, split=split, meta=dataset.meta,
+                dataset_dir=Path(dataset_dir) if dataset_dir is not None else None)
 
 
 def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbours: int = 50,

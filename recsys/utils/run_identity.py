@@ -16,7 +16,9 @@ This list is the one place that says so; ``docs/architecture.md`` ("Artifacts") 
 - ``test``: whether the test stage is evaluated (training is the same; a later ``test=true``
   on the same run evaluates it then).
 - ``trainer.default_root_dir``, ``trainer.enable_progress_bar``, ``trainer.enable_model_summary``,
-  ``trainer.log_every_n_steps``: Lightning's output location and console/logging cadence.
+  ``trainer.log_every_n_steps``: Lightning's output location and console/logging cadence; the same
+  keys of a copy of the trainer config handed to a model's nested trainers
+  (``*.trainer.config.<key>``: ``configs/model/dlrm.yaml`` passes ``${trainer}`` to the ranker's fits).
 - ``callbacks.*.dirpath``, ``callbacks.*.filename``, ``callbacks.*.verbose``: where and under
   which name checkpoints are written, and how chattily.
 - ``eval.progress``, ``eval.batch_size``, ``eval.device``: how the evaluator is shown, batched
@@ -44,6 +46,8 @@ NON_IDENTITY: tuple[str, ...] = (
     "hydra", "paths", "logger", "task_name", "run_name", "run_id", "tags", "resume", "test",
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
+    *(f"*.trainer.config.{key}" for key in ("default_root_dir", "enable_progress_bar", "enable_model_summary",
+                                            "log_every_n_steps")),
     "callbacks.*.dirpath", "callbacks.*.filename", "callbacks.*.verbose",
     "eval.progress", "eval.batch_size", "eval.device",
     "data.reader.cache_dir", "data.force", "data.text_batch_size",
