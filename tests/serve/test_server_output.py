@@ -2,7 +2,7 @@
 
 Before: two Host headers (``localhost`` then ``evil.example``) got a 200, an absolute-form request line
 naming another host was served, and a default (``log_level: warning``) server wrote INFO lines of
-``recsys.serve.limits`` / ``recsys.serve.app`` to stderr and ``serve.log``.
+``recsys.serve.limits`` / ``recsys.serve.app`` to the console (Hydra's handler: stdout) and ``serve.log``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import socket
 import httpx
 import pytest
 
-from recsys.serve.limits import HostGuard
 from recsys.serve.process import ServerProcess
 
 
@@ -28,6 +27,8 @@ def raw_get(port: int, request_line: str, hosts: list[str]) -> int:
 
 def test_host_guard_reads_an_h11_absolute_form_target():
     """h11 leaves an absolute-form target in the path (httptools: recsys.serve.protocol)."""
+    from recsys.serve.limits import HostGuard
+
     seen = []
 
     async def app(scope, receive, send):
