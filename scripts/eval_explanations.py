@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     users = np.sort(np.random.default_rng(args.seed).choice(rec.contexts.n_users, args.users, replace=False))
     backend = TransformersBackend(num_threads=1, batch_size=args.batch_size)
     ex = Explainer(backend, rec.objects["items_table"], item_popularity=rec.catalog.popularity, top_k=args.k,
-                   max_new_tokens=args.max_new_tokens)
+                   max_new_tokens=args.max_new_tokens, raw_trace=True)  # every sentence as written, for the judge
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0, n = time.perf_counter(), 0

@@ -17,9 +17,21 @@ sentence; ``Verifier.check`` accepts it only if
 
 Anything else is replaced by a template built from the same facts (which
 passes by construction) and counted in ``trace["explain"]["ungrounded"]``.
-Every emitted sentence is HTML-escaped (``&``, ``<``, ``>``), so the API
-returns text, never markup. ``scripts/check_grounding.py`` judges the kept
-sentences with independent code.
+
+Safe whatever the source (``recsys.llm.safety``): the facts hold catalogue
+text made safe first (``safe_title``: a title with markup, a URL or an
+instruction is cleaned, or withheld: the item is then "this film", explained
+by template only, and a liked item with a withheld title is not cited), and
+every final sentence, template or LLM, is checked once more
+(``unsafe_reasons``) and replaced by ``GENERIC`` if it fails, counted in
+``trace["explain"]["unsafe_replaced"]`` (``titles_withheld`` counts the
+items of the list explained without their title). So an explanation is
+plain printable text with none of ``< > &``: the same text escaped for HTML or
+not, and never markup. (A response's ``title`` field is the catalogue's own,
+unchanged: data, JSON-encoded; see docs/serving.md.) The trace keeps an LLM
+sentence the verifier rejected only when it is safe text (``raw_trace=True``
+keeps them all, for offline evaluation). ``scripts/check_grounding.py``
+judges the kept sentences with independent code.
 
 This is the "faithfulness by construction + post-hoc check" pattern; small
 models hallucinate titles and years freely, so the verifier matters more
@@ -28,7 +40,6 @@ than the prompt.
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,6 +49,7 @@ import pandas as pd
 
 from recsys.core.candidates import Candidates, UserContext
 from recsys.llm.prompts import check_items_table, escape_text
+from recsys.llm.safety import GENERIC, safe_title, unsafe_reasons
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)s?\b")
 _NUM = re.compile(r"\b\d[\d,]*\b")
@@ -61,18 +73,6 @@ found picked chosen here there not no new fits fit suit suits match matches tast
 SOURCE_PHRASES = {"item2item": "similar to movies you liked", "content": "close to movies you liked in its description",
                   "popularity": "popular with users right now", "two_tower": "matched to your taste",
                   "constraints": "matches what you asked for", "explored": "a new pick to explore"}
-_UNSAFE = [
-    (re.compile(r"[<>{}\[\]`|\\]"), "markup"),
-    (re.compile(r"&(?:[a-z]+|#\d+);|&", re.I), "markup"),
-    (re.compile(r"(?:https?|ftp|javascript|data|vbscript|file|mailto)\s*:", re.I), "url or scheme"),
-    (re.compile(r"www\.|\b[\w-]+\.(?:com|net|org|io|ly|ru|xyz|info|biz|co|me|app|dev|link|site)\b", re.I), "url"),
-    (re.compile(r"\S@\S"), "e-mail"),
-    (re.compile(r"\b(?:password|passcode|pin|credit card|account|login|log in|sign in|verify|bank|ssn|"
-                r"send|click|visit|download|install|call|email|e-mail|text us|reply|subscribe|ignore)\b", re.I),
-     "instruction"),
-]
-
-
 def core_title(title: str) -> str:
     """'Usual Suspects, The (1995)' -> 'usual suspects' (for matching mentions)."""
     t = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
@@ -83,7 +83,8 @@ def core_title(title: str) -> str:
 
 @dataclass
 class Facts:
-    """What an explanation of one item may cite."""
+    """What an explanation of one item may cite (catalogue text already made safe: ``safe_title``;
+    ``title`` is "" when it was withheld)."""
 
     title: str
     year: int
@@ -112,13 +113,13 @@ class Facts:
         return [{"role": "system", "content": SYSTEM_EXPLAIN}, {"role": "user", "content": user}]
 
     def template(self) -> str:
-        """A sentence from the facts alone (always grounded)."""
-        name = f'"{self.title}"'
+        """A sentence from the facts alone (always grounded); a withheld title (empty) is "this film"."""
+        name = f'"{self.title}"' if self.title else "this film"
         if self.related_titles and self.shared_categories:
             seen = " and ".join(f'"{t}"' for t in self.related_titles[:2])
             verb = "shares" if len(self.related_titles[:2]) == 1 else "share"
             return f"Recommended because you liked {seen}, which {verb} {', '.join(self.shared_categories)} with {name}."
-        parts = [name, "is"]
+        parts = [name if self.title else "This film", "is"]
         if self.popularity is not None:
             parts.append(f"watched by {self.popularity} users,")
         desc = ", ".join(self.categories)
@@ -172,9 +173,7 @@ class Verifier:
         for n in _NUM.findall(rest_no_years):
             if n.replace(",", "") not in nums and n not in ("1", "one"):
                 reasons.append(f"number {n} not in facts")
-        if not s.isprintable():
-            reasons.append("non-printable characters")
-        reasons += [f"unsafe: {why}" for pat, why in _UNSAFE if pat.search(s)]
+        reasons += [why if why.startswith("non-printable") else f"unsafe: {why}" for why in unsafe_reasons(s)]
         extra = self.claims(s, facts)
         if extra:
             reasons.append(f"words not in facts: {extra[:5]}")
@@ -236,22 +235,26 @@ class Explainer:
         item_popularity: (N,) interaction counts per item (optional fact).
         top_k: items explained by the LLM; the rest get templates (cheaper).
         max_related: history items cited per explanation.
+        raw_trace: keep every LLM sentence in ``trace["explain"]["generated"]`` as written, unsafe ones
+            included (offline evaluation only: a server's trace reaches its clients).
     """
 
     def __init__(self, backend, items_table: pd.DataFrame, item_popularity: np.ndarray | None = None,
-                 top_k: int = 10, max_related: int = 2, max_new_tokens: int = 48, accounting=None) -> None:
+                 top_k: int = 10, max_related: int = 2, max_new_tokens: int = 48, accounting=None,
+                 raw_trace: bool = False) -> None:
         self.backend = backend
         self.items = check_items_table(items_table)
         self.popularity = None if item_popularity is None else np.asarray(item_popularity)
         self.top_k, self.max_related, self.max_new_tokens = int(top_k), int(max_related), int(max_new_tokens)
         self.verifier = Verifier(self.items)
-        self.accounting = accounting
+        self.accounting, self.raw_trace = accounting, bool(raw_trace)
         # Per-item facts as plain lists, built once: a pandas row lookup per history item made
-        # template explanations cost ~100 ms per request on the serving path.
-        self._titles = [str(t) for t in self.items["title"]]
+        # template explanations cost ~100 ms per request on the serving path. Catalogue text is
+        # made safe here, once ("" = a withheld title; an unsafe genre is left out).
+        self._titles = [safe_title(t) or "" for t in self.items["title"]]
         years = self.items["year"] if "year" in self.items else [-1] * len(self.items)
         self._years = [int(y) if y is not None and not pd.isna(y) else -1 for y in years]
-        self._cats = [[str(c) for c in cs] if cs is not None else [] for cs in self.items["categories"]]
+        self._cats = [[c for c in map(safe_title, cs) if c] if cs is not None else [] for cs in self.items["categories"]]
         self._cat_sets = [set(cs) for cs in self._cats]
 
     def facts(self, ctx: UserContext, item: int, source: str | None = None) -> Facts:
@@ -267,7 +270,7 @@ class Explainer:
         for h in hist.tolist():  # most recent first
             if len(f.related_titles) >= self.max_related:
                 break
-            if h == item:
+            if h == item or not self._titles[h]:  # a withheld title is never cited
                 continue
             common = [c for c in cats if c in self._cat_sets[h]]
             if common:
@@ -286,7 +289,8 @@ class Explainer:
         """One backend call for every (user, item) pair in the batch."""
         t0 = time.perf_counter()
         facts = [[self.facts(ctx, it, src) for it, src in zip(c.items, c.sources)] for ctx, c in zip(ctxs, cands_list)]
-        jobs = [(b, i) for b, c in enumerate(cands_list) for i in range(min(self.top_k, len(c)))]
+        # an item whose title was withheld is explained by template only: the LLM never sees it
+        jobs = [(b, i) for b, c in enumerate(cands_list) for i in range(min(self.top_k, len(c))) if facts[b][i].title]
         texts: list[str] = []
         if self.backend is not None and jobs:
             before = self.backend.stats.snapshot()
@@ -295,28 +299,34 @@ class Explainer:
         generated = {job: t for job, t in zip(jobs, texts)}
         out, n_ungrounded, samples = [], 0, []
         for b, c in enumerate(cands_list):
-            sentences, reasons_all, bad, rows = [], [], 0, []
+            sentences, reasons_all, bad, unsafe, rows = [], [], 0, 0, []
             for i, f in enumerate(facts[b]):
                 text = generated.get((b, i))
                 if text is None:  # not sent to the LLM: template by design, not a failure
-                    sentences.append(html.escape(f.template(), quote=False))
-                    continue
-                text = _first_sentence(text)
-                reasons = self.verifier.check(text, f)
-                rows.append({"item": int(c.items[i]), "text": text, "accepted": not reasons, "reasons": reasons})
-                if reasons:
-                    bad += 1
-                    reasons_all.append(reasons)
-                    sentences.append(html.escape(f.template(), quote=False))
+                    sentence = f.template()
                 else:
-                    sentences.append(html.escape(text, quote=False))
-                if len(samples) < 3:
-                    samples.append((f.prompt(), text))
+                    text = _first_sentence(text)
+                    reasons = self.verifier.check(text, f)
+                    rows.append({"item": int(c.items[i]), "text": self._traced(text), "accepted": not reasons,
+                                 "reasons": [self._traced(r) or _kind(r) for r in reasons]})
+                    if reasons:
+                        bad += 1
+                        reasons_all.append(rows[-1]["reasons"])
+                    sentence = f.template() if reasons else text
+                    if len(samples) < 3:
+                        samples.append((f.prompt(), text))
+                if unsafe_reasons(sentence):  # the last check, whatever wrote the sentence
+                    sentence, unsafe = GENERIC, unsafe + 1
+                sentences.append(sentence)
             trace = dict(c.trace)
             trace["explain"] = {"llm": len([j for j in jobs if j[0] == b]) if self.backend is not None else 0,
-                                "ungrounded": bad, "reasons": reasons_all[:5], "generated": rows}
+                                "ungrounded": bad, "unsafe_replaced": unsafe,
+                                "titles_withheld": sum(not f.title for f in facts[b]),
+                                "reasons": reasons_all[:5], "generated": rows}
             if bad:
                 trace["fallbacks"] = [*trace.get("fallbacks", []), f"explain: {bad} ungrounded sentences replaced by templates"]
+            if unsafe:
+                trace["fallbacks"] = [*trace.get("fallbacks", []), f"explain: {unsafe} unsafe sentences replaced by a generic one"]
             n_ungrounded += bad
             out.append(Candidates(c.items, c.scores, c.sources, dict(c.features), sentences, trace))
         if self.accounting is not None and self.backend is not None and jobs:
@@ -325,6 +335,16 @@ class Explainer:
                 generated_tokens=after["generated_tokens"] - before["generated_tokens"],
                 latency_ms=1000.0 * (time.perf_counter() - t0), ungrounded=n_ungrounded, samples=samples)
         return out
+
+
+    def _traced(self, text: str) -> str | None:
+        """``text`` as the trace may carry it: as written if safe (or ``raw_trace``), else None."""
+        return text if self.raw_trace or not unsafe_reasons(text) else None
+
+
+def _kind(reason: str) -> str:
+    """"unknown title '<script>...'" -> "unknown title (text withheld)": a reason without the text it quotes."""
+    return re.split(r"[:'\"(\[]", reason)[0].strip() + " (text withheld)"
 
 
 def _first_sentence(text: str) -> str:

@@ -13,12 +13,21 @@ event log) and replaces one that dies (``kill -9`` included); with
 gunicorn: it is already a dependency, its supervisor restarts dead workers
 itself, and the app needs nothing of gunicorn's (no WSGI, no pre-fork
 app sharing: each worker must build its own state anyway).
+
+Output: ``log_level`` (default ``warning``) governs every logger of the service
+(``recsys.*``, libraries, uvicorn, Hydra's console handler and ``serve.log``), so a
+default server writes only warnings and errors. What is served and where is
+printed once, to stdout, before the workers start (:func:`summary`): it is the
+operator's answer, not an event, so it is neither a warning nor hidden by one.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hydra
@@ -39,22 +48,45 @@ def check_ports(cfg: DictConfig) -> None:
                          "run the LLM server on another port (configs/llm/openai.yaml) or set port=...")
 
 
+def summary(cfg: DictConfig) -> str:
+    """One line: the dataset (sizes from its ``meta.json``), pipeline, LLM, store, address and processes."""
+    try:
+        meta = json.loads((Path(str(cfg.dataset_dir)) / "meta.json").read_text())
+        sizes = f"{meta['n_items']} items, {meta['n_users']} users"
+    except (OSError, ValueError, KeyError):
+        sizes = "not prepared?"  # the workers will say what is missing
+    stages = [n for n, s in (cfg.pipeline.get("stages") or {}).items() if s is not None]
+    llm = (cfg.get("llm") or {}).get("name", "none")
+    return (f"recsys.serve: {cfg.dataset_dir} ({sizes}), pipeline {cfg.pipeline.get('name', '?')} {stages}, llm {llm}, "
+            f"feedback at {cfg.feedback_db}; http://{cfg.host}:{cfg.port} with {int(cfg.workers)} worker(s), "
+            f"log_level {cfg.get('log_level', 'warning')}")
+
+
 def run(cfg: DictConfig) -> None:
     """Serve ``cfg`` with ``cfg.workers`` processes until interrupted."""
     import uvicorn
 
-    from recsys.serve.factory import CONFIG_ENV
+    from recsys.serve.factory import CONFIG_ENV, set_log_level
 
     workers = int(cfg.workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_ports(cfg)
+    level = set_log_level(cfg.get("log_level", "warning"))  # Hydra set the root logger to INFO
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: the API has no authentication", cfg.host)
     os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)  # inherited by every worker
+    print(summary(cfg), flush=True)
     uvicorn.run("recsys.serve.factory:app_from_env", factory=True, host=str(cfg.host), port=int(cfg.port),
-                workers=workers, log_level=str(cfg.get("log_level", "warning")).lower(),
+                workers=workers, log_level=level.lower(), http=http_protocol(),
                 access_log=False, timeout_graceful_shutdown=10)  # access lines would carry raw paths
+
+
+def http_protocol() -> str:
+    """uvicorn's ``http``: httptools keeping an absolute-form target's host (``recsys.serve.protocol``), else h11."""
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"  # HostGuard reads an absolute-form target from the path
+    return "recsys.serve.protocol:AuthorityHttpToolsProtocol"
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="serve")

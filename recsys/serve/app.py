@@ -8,10 +8,11 @@
     GET  /health                                    -> Health
 
 Errors: malformed JSON, wrong types, unknown fields, k out of range, an
-item_idx outside the catalogue -> 422 with a short message that never echoes
-the input; a body over ``max_body_bytes`` -> 413; a Host header outside
-``allowed_hosts`` -> 400 (``recsys.serve.limits``); an unknown item or request
-id -> 404; a genre the catalogue does not have (in ``constraints`` or
+item_idx outside the catalogue -> 422; a body over ``max_body_bytes`` -> 413;
+not exactly one Host header, or one outside ``allowed_hosts`` -> 400
+(``recsys.serve.limits``); an unknown item or request id -> 404. Every error
+body and log line names the field (or its position) and the problem, never
+the caller's text (``recsys.serve.errors``); a genre the catalogue does not have (in ``constraints`` or
 ``onboarding_categories``) -> 422 naming its location and the valid genres
 (``recsys.pipeline.filters.check_categories``, in ``Recommender.recommend``, so
 /recommend and /conversation share it); an unknown user is not an error: it takes the cold-start path
@@ -110,7 +111,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     def _recommend(req: RecommendRequest, constraints=None) -> RecommendResponse:
         if req.k > state.max_k:
-            raise HTTPException(422, f"k={req.k} exceeds this server's max_k={state.max_k}")
+            raise HTTPException(422, f"k: more than this server's max_k={state.max_k}")
         if constraints is None and req.constraints is not None:
             constraints = req.constraints.core()
             if constraints.exclude_items and max(constraints.exclude_items) >= len(rec.catalog):
@@ -118,13 +119,14 @@ def create_app(state: ServeState) -> FastAPI:
         warnings = []
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
         if req.user_id is not None and user_idx is None:
-            warnings.append(f"unknown user_id {req.user_id!r}: cold-start recommendations")
+            warnings.append("unknown user_id: cold-start recommendations")
         session, unknown = [], []
-        for iid in req.session_items:
+        for pos, iid in enumerate(req.session_items):
             j = rec.item_idx(iid)
-            (unknown.append(iid) if j is None else session.append(j))
-        if unknown:
-            warnings.append(f"ignored unknown session item ids: {unknown[:10]}")
+            (unknown.append(pos) if j is None else session.append(j))
+        if unknown:  # by position: a warning never repeats the caller's text
+            warnings.append(f"ignored unknown item ids at session_items{unknown[:10]}"
+                            + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
         shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
         cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
                                    query=req.query, onboarding_categories=req.onboarding_categories,
@@ -152,7 +154,7 @@ def create_app(state: ServeState) -> FastAPI:
     def similar(item_id: str = Path(max_length=128), k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         j = rec.item_idx(item_id)
         if j is None:
-            raise HTTPException(404, f"unknown item_id {item_id!r}")
+            raise HTTPException(404, "item_id: not found in the catalogue")
         items, scores = rec.similar(j, k)
         cands = Candidates(items, scores, np.full(len(items), "similar", dtype=object))
         return SimilarResponse(item_id=item_id, items=_items(cands))

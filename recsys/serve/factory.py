@@ -49,6 +49,23 @@ def app_from_env() -> FastAPI:
     if not text:
         raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `python -m recsys.serve`")
     cfg = OmegaConf.create(text)
-    logging.basicConfig(level=str(cfg.get("log_level", "WARNING")).upper(),
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    set_log_level(cfg.get("log_level", "warning"))
     return app_from_cfg(cfg)
+
+
+def set_log_level(level: str) -> str:
+    """Make ``log_level`` govern this process's logging -> the level's name (``"WARNING"``).
+
+    Sets the root logger's level, which every logger of the service (``recsys.*``, none of which sets
+    its own) and of its libraries inherits and which gates every handler: Hydra's console handler
+    and ``serve.log`` in the parent, stderr in a spawned worker (given a handler here: Hydra
+    configured only the parent).
+    """
+    name = str(level).upper()
+    if not isinstance(logging.getLevelName(name), int):
+        raise ValueError(f"log_level must be debug, info, warning, error or critical, got {level!r}")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    root.setLevel(name)
+    return name

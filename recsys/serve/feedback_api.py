@@ -12,16 +12,24 @@ An event is accepted when
   that was not served in that request);
 - ``user_id``, if the body has one, is the user the list was served to (422
   otherwise): the stored user is always the request record's, never the body's;
-- its request id has tokens left (429 with ``Retry-After``): a token bucket of
-  ``burst`` events refilled at ``rate_per_s`` per request id and worker, so
-  with N workers a request id can get at most N times that; the unique key
-  bounds what is stored in any case (at most one event per item and type).
+- its request id has a token for every event of the call (429 with
+  ``Retry-After`` otherwise, and nothing of the call is stored): a token bucket
+  of ``burst`` events refilled at ``rate_per_s`` per request id and worker; a
+  batch takes one token per event, so one with more events for a request id
+  than ``burst`` is always refused (split it). Per worker, by choice (not
+  shared through the store): with N workers a request id can get up to N times
+  that; the unique key bounds what is stored in any case (at most one event
+  per item and type).
+
+Errors name the field, and in a batch the event's position
+(``events[2].item_id: not found in the catalogue``), never an id the caller sent.
 
 Accepted events go to the store's group commit as one unit; the reply waits
 for the durable commit without holding a thread. A (request, item, event) that
 is stored already is not stored again: the ack carries the stored event's id
-and ``new: false`` (a client's retry after a lost reply is therefore safe).
-Nothing is applied to the recommender here: every worker applies the log in
+and ``new: false`` (a client's retry after a lost reply is therefore safe); one
+that carried another value (a re-rating) gets a ``notes`` entry saying the
+first value stands. Nothing is applied to the recommender here: every worker applies the log in
 order (``recsys.serve.shared``), this one before its next recommendation.
 """
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +45,7 @@ from collections import OrderedDict
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from recsys.serve.limits import safe_text
+from recsys.serve.errors import safe_text
 from recsys.serve.schemas import FeedbackAck, FeedbackBatch, FeedbackEvent
 from recsys.serve.stores import Event, Store
 
@@ -88,7 +97,11 @@ class ServedRequests:
 
 
 class RateLimiter:
-    """Token bucket per key: ``burst`` tokens, refilled at ``rate_per_s``; the ``max_keys`` most recent kept."""
+    """Token bucket per key: ``burst`` tokens, refilled at ``rate_per_s``; the ``max_keys`` most recent kept.
+
+    Every event takes one token, whether it came alone or in a batch: a call is granted only if its
+    request id has a token for each of its events, and takes them all (or none).
+    """
 
     def __init__(self, rate_per_s: float = 20.0, burst: int = 200, max_keys: int = 100_000):
         if rate_per_s <= 0 or burst < 1:
@@ -98,57 +111,79 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def take(self, key: str, n: int = 1) -> float:
-        """Take ``n`` tokens -> 0.0 if granted, else the seconds until they would be."""
+        """Take ``n`` tokens -> 0.0 if granted, else the seconds until they would be (for ``n`` over the
+        burst, which is never granted: until the bucket is full)."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.pop(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            wait = 0.0 if tokens >= n else (min(n, self.burst) - tokens) / self.rate
-            self._buckets[key] = (tokens - n if wait == 0.0 else tokens, now)
+            granted = tokens >= n
+            self._buckets[key] = (tokens - n if granted else tokens, now)
             if len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
-            return wait
+            return 0.0 if granted else max((min(n, self.burst) - tokens) / self.rate, 1e-3)
+
+
+def _at(where: str, i: int | None, field: str) -> str:
+    """The location of ``field`` of event ``i``: ``item_id`` (one event) or ``events[3].item_id`` (a batch)."""
+    return field if i is None else f"{where}[{i}].{field}"
 
 
 def feedback_router(recommender, served: ServedRequests, limiter: RateLimiter) -> APIRouter:
     router = APIRouter()
 
-    def to_event(ev: FeedbackEvent) -> Event:
+    def to_event(ev: FeedbackEvent, i: int | None) -> Event:
+        # errors name the field (and the event's position in a batch), never the ids the caller sent
         record = served.get(ev.request_id)
         if record is None:
-            raise HTTPException(404, f"unknown request_id {ev.request_id!r}")
+            raise HTTPException(404, f"{_at('events', i, 'request_id')}: not found (no list was served with it)")
         j = recommender.item_idx(ev.item_id)
         if j is None:
-            raise HTTPException(404, f"unknown item_id {ev.item_id!r}")
+            raise HTTPException(404, f"{_at('events', i, 'item_id')}: not found in the catalogue")
         if j not in record["items"]:
-            raise HTTPException(422, f"item_id {ev.item_id!r} was not served in request {ev.request_id!r}")
+            raise HTTPException(422, f"{_at('events', i, 'item_id')}: not served in that request")
         if ev.user_id is not None and ev.user_id != record["user_id"]:
-            raise HTTPException(422, f"user_id does not match the user request {ev.request_id!r} was served to")
+            raise HTTPException(422, f"{_at('events', i, 'user_id')}: not the user that request was served to")
         return Event(ev.request_id, record["user_id"], record["user_idx"], j, ev.event, ev.value)
 
-    def to_events(events: list[FeedbackEvent]) -> list[Event]:
-        return [to_event(ev) for ev in events]
+    def to_events(events: list[FeedbackEvent], batch: bool) -> list[Event]:
+        return [to_event(ev, i if batch else None) for i, ev in enumerate(events)]
 
-    async def accept(events: list[FeedbackEvent]) -> FeedbackAck:
-        # served records this worker holds need no store read, so no thread either
-        if all(served.cached(ev.request_id) is not None for ev in events):
-            rows = to_events(events)
-        else:
-            rows = await run_in_threadpool(to_events, events)
-        per_request: dict[str, int] = {}
-        for ev in events:
-            per_request[ev.request_id] = per_request.get(ev.request_id, 0) + 1
-        for rid, n in per_request.items():
+    def take_tokens(events: list[FeedbackEvent], batch: bool) -> None:
+        """One token per event from its request id's bucket (429 + Retry-After when they are not all there)."""
+        first: dict[str, int] = {}
+        count: dict[str, int] = {}
+        for i, ev in enumerate(events):
+            first.setdefault(ev.request_id, i)
+            count[ev.request_id] = count.get(ev.request_id, 0) + 1
+        for rid, n in count.items():
             wait = limiter.take(rid, n)
             if wait > 0:
-                raise HTTPException(429, f"too much feedback for request {rid!r}; retry later",
-                                    headers={"Retry-After": str(max(1, round(wait)))})
+                where = _at("events", first[rid] if batch else None, "request_id")
+                detail = (f"{where}: {n} events for one request_id in one call, more than the burst of "
+                          f"{int(limiter.burst)}; send them in smaller batches" if n > limiter.burst else
+                          f"{where}: too much feedback for this request_id ({n} events, rate "
+                          f"{limiter.rate:g}/s, burst {int(limiter.burst)}); retry later")
+                raise HTTPException(429, detail, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    async def accept(events: list[FeedbackEvent], batch: bool = False) -> FeedbackAck:
+        # served records this worker holds need no store read, so no thread either
+        if all(served.cached(ev.request_id) is not None for ev in events):
+            rows = to_events(events, batch)
+        else:
+            rows = await run_in_threadpool(to_events, events, batch)
+        take_tokens(events, batch)
         try:
             appended = await asyncio.wrap_future(served.store.submit_events(rows))
         except Exception as e:  # the store refused the whole batch (I/O error, lock timeout): nothing acknowledged
             log.error("feedback not stored: %s: %s", type(e).__name__, safe_text(e))
             raise HTTPException(503, "the feedback store is unavailable; the events were not stored") from None
-        return FeedbackAck(event_ids=[a.event_id for a in appended], new=[a.new for a in appended])
+        # idempotent on (request, item, event): a repeat with another value changes nothing, and says so
+        notes = [f"{_at('events', i if batch else None, 'value')}: this (request, item, event) is stored already "
+                 f"with value {a.value:g}; the first value stands, this one was not stored"
+                 for i, (a, row) in enumerate(zip(appended, rows))
+                 if not a.new and a.value is not None and row.value != a.value]
+        return FeedbackAck(event_ids=[a.event_id for a in appended], new=[a.new for a in appended], notes=notes)
 
     @router.post("/feedback", response_model=FeedbackAck)
     async def feedback(ev: FeedbackEvent) -> FeedbackAck:
@@ -156,6 +191,6 @@ def feedback_router(recommender, served: ServedRequests, limiter: RateLimiter) -
 
     @router.post("/feedback/batch", response_model=FeedbackAck)
     async def feedback_batch(batch: FeedbackBatch) -> FeedbackAck:
-        return await accept(batch.events)
+        return await accept(batch.events, batch=True)
 
     return router

@@ -50,10 +50,12 @@ class ServerProcess:
         overrides: ``configs/serve.yaml`` overrides (``port`` is added).
         log_path: where the server's stderr goes (appended).
         port: the port (default: a free one).
+        stdout_path: where its stdout goes (appended; default: discarded).
     """
 
-    def __init__(self, overrides: list[str], log_path: Path, port: int | None = None):
+    def __init__(self, overrides: list[str], log_path: Path, port: int | None = None, stdout_path: Path | None = None):
         self.overrides, self.log_path = list(overrides), Path(log_path)
+        self.stdout_path = None if stdout_path is None else Path(stdout_path)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -61,8 +63,8 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "recsys.serve", *self.overrides, f"port={self.port}"]
-        with open(self.log_path, "ab") as err:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+        with open(self.log_path, "ab") as err, open(self.stdout_path or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err,
                                          env={**os.environ, "OMP_NUM_THREADS": "1"})
         return self
 

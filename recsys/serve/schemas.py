@@ -60,6 +60,17 @@ class RequestConstraints(Constraints):
     year_max: int | None = Field(default=None, ge=1800, le=2100, strict=True)
     max_results: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "RequestConstraints":
+        """``Constraints``' rule (this method replaces it, by name), with messages by field position only."""
+        if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
+            raise ValueError("year_min is greater than year_max")
+        wanted = {c.lower() for c in [*self.include_categories, *self.require_categories]}
+        clash = [j for j, c in enumerate(self.exclude_categories) if c.lower() in wanted]
+        if clash:
+            raise ValueError(f"exclude_categories{clash[:8]} also included (include_ or require_categories)")
+        return self
+
     def core(self) -> Constraints:
         return Constraints(**self.model_dump())
 
@@ -159,6 +170,8 @@ class FeedbackAck(_Strict):
     event_ids: list[int]
     new: list[bool] = Field(default_factory=list, description="False where the (request, item, event) was stored "
                             "already: a retry or a duplicate, acknowledged with the stored event's id")
+    notes: list[str] = Field(default_factory=list, description="a repeat that sent another value than the stored "
+                             "one: the first value stands (events are never updated)")
     acknowledged: bool = True
 
 

@@ -32,7 +32,7 @@ it becomes durable with the next durable commit, which precedes any
 acknowledged event that refers to it.
 
 Idempotence: an event whose (request_id, item_idx, event) is stored already is
-not written again; its caller gets the stored event's id (``new=False``).
+not written again; its caller gets the stored event's id and value (``new=False``).
 
 Ordering: event ids grow in commit order (SQLite has one writer at a time;
 PostgreSQL writers take a transaction-scoped advisory lock before inserting),
@@ -89,10 +89,12 @@ class StoredEvent(NamedTuple):
 
 
 class Appended(NamedTuple):
-    """What an append returns per event: the stored id, and whether this call wrote it."""
+    """What an append returns per event: the stored id, whether this call wrote it, and the stored value
+    (for ``new=False`` the first event's, which stands: a repeat with another value changes nothing)."""
 
     event_id: int
     new: bool
+    value: float | None = None
 
 
 class _Unit(NamedTuple):

@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS sessions_age ON sessions(updated_at);
 """
 _INSERT = ("INSERT INTO events (request_id, user_id, user_idx, item_idx, event, value, created_at) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id, item_idx, event) DO NOTHING RETURNING event_id")
-_EXISTING = "SELECT event_id FROM events WHERE request_id = %s AND item_idx = %s AND event = %s"
+_EXISTING = "SELECT event_id, value FROM events WHERE request_id = %s AND item_idx = %s AND event = %s"
 
 
 def check_conninfo(url: str) -> str:
@@ -98,7 +98,8 @@ class PostgresStore(Store):
         for row, event_id in zip(rows, ids):
             if event_id is None:  # stored already (or earlier in this batch): the stored id, one query each
                 cur.execute(_EXISTING, (row[0], row[3], row[4]))
-                out.append(Appended(int(cur.fetchone()[0]), False))
+                stored_id, value = cur.fetchone()
+                out.append(Appended(int(stored_id), False, value))
             else:
-                out.append(Appended(event_id, True))
+                out.append(Appended(event_id, True, row[5]))
         return out

@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS sessions_age ON sessions(updated_at);
 _UNIQUE = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(request_id, item_idx, event)"
 _INSERT = ("INSERT INTO events (request_id, user_id, user_idx, item_idx, event, value, created_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, item_idx, event) DO NOTHING")
-_EXISTING = "SELECT event_id FROM events WHERE request_id = ? AND item_idx = ? AND event = ?"
+_EXISTING = "SELECT event_id, value FROM events WHERE request_id = ? AND item_idx = ? AND event = ?"
 
 
 class SQLiteStore(Store):
@@ -80,9 +80,10 @@ class SQLiteStore(Store):
         for row in rows:
             cur.execute(_INSERT, row)
             if cur.rowcount == 1:
-                out.append(Appended(int(cur.lastrowid), True))
+                out.append(Appended(int(cur.lastrowid), True, row[5]))
             else:
-                out.append(Appended(int(cur.execute(_EXISTING, (row[0], row[3], row[4])).fetchone()[0]), False))
+                event_id, value = cur.execute(_EXISTING, (row[0], row[3], row[4])).fetchone()
+                out.append(Appended(int(event_id), False, value))
         return out
 
     def close(self) -> None:
