@@ -324,9 +324,12 @@ def test_debug_fast_checks_a_config_outside_the_served_runs(walk):
 def test_an_optuna_sweep(walk):
     res = walk.run(walk.take("runs", "sweep"))
     summaries = run_summaries(res.stdout)
-    assert len(summaries) == 2 and all(re.search(TRAINED, s.how) for s in summaries)  # n_trials=2 (SHORT_SWEEP)
-    assert len({s.config_hash for s in summaries}) == 2
+    assert [s.name for s in summaries] == ["0", "1"] and all(re.search(TRAINED, s.how) for s in summaries), res
     (results,) = walk.scratch.path("outputs", "sweep_bpr", "multirun").glob("*/optimization_results.yaml")
+    assert [s.run_dir for s in summaries] == [results.parent / "0", results.parent / "1"]  # n_trials=2 (SHORT_SWEEP)
+    for s in summaries:
+        metrics = json.loads(Path(s.paths["metrics"]).read_text())
+        assert metrics["val/ndcg@10"] == pytest.approx(s.table["ndcg@10"]["val"], abs=5e-5)
     text = results.read_text()
     best = max(s.table["ndcg@10"]["val"] for s in summaries)
     assert "best_params" in text and float(re.search(r"best_value: ([\d.e-]+)", text)[1]) == pytest.approx(best, abs=5e-5)

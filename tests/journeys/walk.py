@@ -111,14 +111,15 @@ def split_outputs(stdout: str) -> dict[int, str]:
 
 # ---- what a training run prints at its end (recsys/train.py's summary) ----
 
-TITLE = re.compile(r"^(?P<name>\S+)-(?P<hash>[0-9a-f]{12}): (?P<how>.+)$")
+# "<name>-<config hash>: how" for a run; a sweep's trial is "<trial number>: how" (Hydra's multirun dir, no hash)
+TITLE = re.compile(r"^(?P<name>\S+?)(?:-(?P<hash>[0-9a-f]{12}))?: (?P<how>.+)$")
 PATH_KEYS = ("run dir", "metrics", "best checkpoint", "W&B run", "latest of its name")
 
 
 @dataclass
 class RunSummary:
     name: str
-    config_hash: str
+    config_hash: str | None  # None for a sweep's trial
     how: str
     table: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> {"val": x, "test": y}
     paths: dict[str, str] = field(default_factory=dict)
