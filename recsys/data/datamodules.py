@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from recsys.data.schema import Dataset, Split
+from recsys.data.splits import chronological
 
 
 def _resolve(dataset, split, dataset_dir=None) -> tuple[Dataset, Split]:
@@ -206,7 +207,7 @@ class SequenceDataModule(_Base):
 
     @staticmethod
     def _by_user(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-        df = df.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
+        df = chronological(df)
         users, starts = np.unique(df["user_idx"].to_numpy(), return_index=True)
         items = np.split(df["item_idx"].to_numpy(np.int64) + 1, starts[1:])
         return users.astype(np.int64), items

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.data.splits import chronological
+
 
 @dataclass
 class History:
@@ -70,9 +72,10 @@ class History:
     def from_interactions(cls, interactions: pd.DataFrame, users=None) -> "History":
         """Build histories for ``users`` (default: every user present) from an interaction table.
 
-        Users with no interactions get an empty history (cold start).
+        Users with no interactions get an empty history (cold start). Items are in
+        ``splits.chronological`` order (time, same-second ties by row order).
         """
-        df = interactions.sort_values(["user_idx", "timestamp"], kind="stable")
+        df = chronological(interactions)
         if users is None:
             users = np.unique(df["user_idx"].to_numpy())
         users = np.asarray(users, dtype=np.int64)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from recsys.data.history import History
 from recsys.data.schema import Dataset, Split
+from recsys.data.splits import chronological
 
 
 class TwoTowerBatch(NamedTuple):
@@ -36,7 +37,7 @@ class _Sequences:
     """All users' train items in one flat array sorted by (user, time)."""
 
     def __init__(self, train: pd.DataFrame, n_users: int) -> None:
-        df = train.sort_values(["user_idx", "timestamp"], kind="stable")
+        df = chronological(train)
         self.user = df["user_idx"].to_numpy(np.int64)
         self.item = df["item_idx"].to_numpy(np.int64)
         self.start = np.searchsorted(self.user, np.arange(n_users), side="left")  # (n_users,)

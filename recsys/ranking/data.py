@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data.history import History
+from recsys.data.splits import chronological
 from recsys.ranking.features import SOURCES
 
 
@@ -35,7 +36,7 @@ def holdout_last(train: pd.DataFrame, n_holdout: int = 1) -> tuple[pd.DataFrame,
     """
     if n_holdout < 1:
         raise ValueError(f"n_holdout must be >= 1, got {n_holdout}")
-    df = train.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
+    df = chronological(train)
     n = df.groupby("user_idx")["item_idx"].transform("size").to_numpy()
     rev = df.groupby("user_idx").cumcount(ascending=False).to_numpy()
     held = (n > n_holdout) & (rev < n_holdout)
