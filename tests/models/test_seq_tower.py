@@ -149,6 +149,23 @@ def test_short_fit_learns_the_planted_groups_and_checkpoint_loads(tiny, tmp_path
     assert torch.allclose(again.score(h), s, atol=1e-5)
 
 
+def test_serving_source_and_index_use_the_sequential_tower_unchanged(tiny):
+    from recsys.core.candidates import UserContext
+    from recsys.retrieval.index import ItemIndex
+    from recsys.retrieval.sources import TwoTowerSource
+
+    m = _lit(tiny)
+    src = TwoTowerSource(m, ItemIndex("flat", device="cpu").build(m.item_embeddings().numpy()))
+    out = src(UserContext(user_idx=0, history=np.array([1, 2, 3])), 5)
+    assert len(out) == 5 and not set(out.items.tolist()) & {1, 2, 3}
+    with torch.no_grad():
+        exact = m.score(History.from_lists([0], [[1, 2, 3]]))[0]
+    exact[[1, 2, 3]] = float("-inf")
+    assert out.items.tolist() == torch.topk(exact, 5).indices.tolist()  # flat index = exact inner product
+    cold = src(UserContext(user_idx=None), 3)  # no history: a defined vector, no NaN
+    assert len(cold) == 3
+
+
 def test_bad_choices_fail_clearly(tiny):
     from recsys.data.two_tower_data import TwoTowerBatch
 
@@ -162,3 +179,29 @@ def test_bad_choices_fail_clearly(tiny):
     with pytest.raises(ValueError, match="sequential"):
         bag.loss(TwoTowerBatch(torch.tensor([0]), torch.tensor([[-1, 3]]), h))
     assert isinstance(_lit(tiny).model.user_tower, SeqUserTower)
+
+
+def test_train_then_index_entry_points_with_the_sequential_tower(tmp_path, ml100k_data_root):
+    """The user's journey: the composed experiment trains one epoch, then recsys.index indexes its checkpoint."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "recsys.train", "experiment=ml100k/two_tower_seq", "debug=fast",
+                    "trainer.enable_progress_bar=false", "eval.progress=false", f"hydra.run.dir={run}",
+                    f"paths.data_dir={ml100k_data_root}"], check=True, env=env, cwd=root, capture_output=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/ndcg@10"] <= 1.0 and "test/recall@200" in metrics
+    ckpt = Path(metrics["best_checkpoint"])
+    subprocess.run([sys.executable, "-m", "recsys.index", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'index'}"],
+                   check=True, env=env, cwd=root, capture_output=True)  # weights_only load: no trust flag
+    from recsys.data.schema import DatasetMeta
+
+    n_items = DatasetMeta.load(Path(ml100k_data_root) / "ml100k" / "meta.json").n_items
+    assert np.load(run / "item_embeddings.npy").shape == (n_items, 64)
+    assert (run / "index" / "flat" / "index.faiss").exists()
