@@ -48,6 +48,13 @@ class History:
         offsets[1:] = torch.cumsum(lengths, 0)
         return History(self.users, offsets, self.items[idx.long()] if idx.numel() else self.items[:0])
 
+    def extend(self, other: "History") -> "History":
+        """Row b = this row b's items followed by ``other``'s row b (e.g. history + the request's session)."""
+        if len(other) != len(self):
+            raise ValueError(f"cannot extend {len(self)} histories with {len(other)}")
+        return History.from_lists(self.users.tolist(), [torch.cat([self.of(b), other.of(b).to(self.items.device)]).tolist()
+                                                        for b in range(len(self))])
+
     def to(self, device) -> "History":
         return History(self.users.to(device), self.offsets.to(device), self.items.to(device))
 

@@ -151,7 +151,12 @@ class LitTwoTower(pl.LightningModule):
 
     # ---- embeddings -----------------------------------------------------------------
     def user_embeddings(self, users: torch.Tensor, history: History, session: History | None = None) -> torch.Tensor:
-        """users (B,) (-1 = unknown), history/session B bags -> (B, D)."""
+        """users (B,) (-1 = unknown), history/session B bags -> (B, D).
+
+        The sequential tower reads the session as the most recent part of the history.
+        """
+        if self.model.sequential and session is not None:
+            history, session = history.extend(session), None
         kjt = self.user_features.kjt(users, history.to(self.device), session)
         return self.model.users(kjt, unique_lookup(self.item_embeddings_of) if self.model.sequential else None)
 

@@ -164,6 +164,10 @@ def test_serving_source_and_index_use_the_sequential_tower_unchanged(tiny):
     assert out.items.tolist() == torch.topk(exact, 5).indices.tolist()  # flat index = exact inner product
     cold = src(UserContext(user_idx=None), 3)  # no history: a defined vector, no NaN
     assert len(cold) == 3
+    # A request's session items are the most recent part of the sequence.
+    with_session = src.user_vector(UserContext(user_idx=0, history=np.array([1, 2]), session=np.array([3])))
+    with torch.no_grad():
+        assert np.allclose(with_session, m.user_embeddings(torch.tensor([0]), History.from_lists([0], [[1, 2, 3]])).numpy(), atol=1e-6)
 
 
 def test_bad_choices_fail_clearly(tiny):
@@ -205,3 +209,10 @@ def test_train_then_index_entry_points_with_the_sequential_tower(tmp_path, ml100
     n_items = DatasetMeta.load(Path(ml100k_data_root) / "ml100k" / "meta.json").n_items
     assert np.load(run / "item_embeddings.npy").shape == (n_items, 64)
     assert (run / "index" / "flat" / "index.faiss").exists()
+    # The serving source built from those artifacts (configs/pipeline/two_tower.yaml's factory).
+    from recsys.core.candidates import UserContext
+    from recsys.pipeline.recommender import two_tower_source
+
+    src = two_tower_source(str(run), "flat", ckpt.name, dataset_dir=Path(ml100k_data_root) / "ml100k")
+    out = src(UserContext(user_idx=0, history=np.array([0, 1, 2])), 10)
+    assert len(out) == 10 and not set(out.items.tolist()) & {0, 1, 2}
