@@ -38,7 +38,8 @@ def table(groups: dict[str, list[Path]]) -> list[str]:
         drop = 100 * (np.mean(test) / np.mean(val) - 1)
         t = [x["train/time_s"] for x in m]
         ep = [x.get("train/epochs", 0) for x in m]
-        lines.append(f"| {label} | {len(m)} | {ms(val)} | {ms(test)} | {drop:+.1f}% | {np.mean(t):.0f} ± {np.std(t):.0f} | {np.mean(ep):.0f} |")
+        secs = f"{np.mean(t):.0f} ± {np.std(t):.0f}" if len(t) > 1 else f"{t[0]:.0f}"
+        lines.append(f"| {label} | {len(m)} | {ms(val)} | {ms(test)} | {drop:+.1f}% | {secs} | {np.mean(ep):.0f} |")
     return lines
 
 
