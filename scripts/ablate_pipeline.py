@@ -1,12 +1,12 @@
 """Pipeline ablation on a prepared dataset: each stage on/off, accuracy + beyond-accuracy + latency.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/ablate_pipeline.py \
-        --dataset-dir data/ml100k --config configs/pipeline/default.yaml \
-        --report experiments/ml100k/pipeline.md
+        --dataset-dir data/ml100k --pipeline default --report experiments/ml100k/pipeline.md
 
-Every variant is the base config plus overrides in the Hydra idiom of the
-pipeline group (``stages.mmr=null`` here is ``pipeline.stages.mmr=null`` on
-the command line of ``recsys.recommend`` / ``recsys.serve``). A variant whose
+Every variant is the server's own config (configs/serve.yaml composed with
+``pipeline=<name>``, built by ``recsys.pipeline.build.build_recommender`` with
+``history=test``) plus command-line overrides, exactly as they would be typed after
+``python -m recsys.serve`` or ``python -m recsys.recommend``. A variant whose
 component cannot be built (e.g. no trained ranker yet) is reported as skipped.
 """
 
@@ -19,21 +19,23 @@ import sys
 import time
 from pathlib import Path
 
-FILTERS = ["stages.available=null", "stages.age=null", "stages.consumed=null", "stages.negative=null",
-           "stages.constraints=null"]
+FILTERS = ["pipeline.stages.available=null", "pipeline.stages.age=null", "pipeline.stages.consumed=null",
+           "pipeline.stages.negative=null", "pipeline.stages.constraints=null"]
 VARIANTS = {
     "full (default config)": [],
-    "- exploration": ["stages.exploration=null"],
-    "- category cap": ["stages.category_cap=null"],
-    "- MMR": ["stages.mmr=null"],
-    "- MMR, cap, exploration (sources + filters)": ["stages.mmr=null", "stages.category_cap=null", "stages.exploration=null"],
+    "- exploration": ["pipeline.stages.exploration=null"],
+    "- category cap": ["pipeline.stages.category_cap=null"],
+    "- MMR": ["pipeline.stages.mmr=null"],
+    "- MMR, cap, exploration (sources + filters)": ["pipeline.stages.mmr=null", "pipeline.stages.category_cap=null",
+                                                    "pipeline.stages.exploration=null"],
     "- filters": FILTERS,
-    "MMR lambda 0.5": ["stages.mmr.lambda_=0.5"],
-    "category cap 2 per 20": ["stages.category_cap.max_per_category=2"],
-    "popularity weight 0.3 in RRF": ["merger.weights.popularity=0.3"],
-    "- content source": ["sources.content=null"],
-    "- popularity source": ["sources.popularity=null"],
-    "item2item only, no stages": ["sources.content=null", "sources.popularity=null", "stages=null"],
+    "MMR lambda 0.5": ["pipeline.stages.mmr.lambda_=0.5"],
+    "category cap 2 per 20": ["pipeline.stages.category_cap.max_per_category=2"],
+    "popularity weight 0.3 in RRF": ["++pipeline.merger.weights.popularity=0.3"],
+    "- content source": ["pipeline.sources.content=null"],
+    "- popularity source": ["pipeline.sources.popularity=null"],
+    "item2item only, no stages": ["pipeline.sources.content=null", "pipeline.sources.popularity=null",
+                                  "pipeline.stages=null"],
 }
 METRICS = [("recall@10", "test/recall@10"), ("NDCG@10", "test/ndcg@10"), ("MRR@10", "test/mrr@10"),
            ("coverage@10", "test/coverage@10"), ("ILD cat", "test/ild_category@10"),
@@ -44,22 +46,20 @@ METRICS = [("recall@10", "test/recall@10"), ("NDCG@10", "test/ndcg@10"), ("MRR@1
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset-dir", default="data/ml100k")
-    ap.add_argument("--config", default="configs/pipeline/default.yaml")
+    ap.add_argument("--pipeline", default="default", help="configs/pipeline/<name>.yaml")
+    ap.add_argument("--llm", default="none", help="configs/llm/<name>.yaml")
     ap.add_argument("--split", default="loo")
     ap.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of test users")
     ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=OVR1,OVR2",
-                    help="an extra variant, e.g. '+ DLRM ranker=stages.ranker=...'")
+                    help="an extra variant, e.g. '+ DLRM ranker=pipeline=two_tower_dlrm'")
     ap.add_argument("--report", default="experiments/ml100k/pipeline.md")
     ap.add_argument("--json", default=None, help="also write all metrics as JSON")
     args = ap.parse_args(argv)
 
-    from omegaconf import OmegaConf
+    from recsys.pipeline.evaluate import evaluate_config
 
-    from recsys.pipeline.evaluate import evaluate_pipeline
-    from recsys.pipeline.recommender import Recommender
-
-    base = OmegaConf.load(args.config)
+    base = [f"pipeline={args.pipeline}", f"llm={args.llm}", f"dataset_dir={args.dataset_dir}", f"split={args.split}"]
     variants = dict(VARIANTS)
     for e in args.extra:
         name, _, ovr = e.partition("=")
@@ -69,14 +69,13 @@ def main(argv=None) -> int:
     results, skipped = {}, {}
     t0 = time.time()
     for name, overrides in variants.items():
-        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
         try:
-            rec = Recommender(args.dataset_dir, cfg, split=args.split, history="test")
+            results[name], _ = evaluate_config([*base, *overrides], "test", k=10, max_users=args.max_users,
+                                               progress=False)
         except Exception as e:  # a component this checkout cannot build yet
             skipped[name] = f"{type(e).__name__}: {e}"
             print(f"[skip] {name}: {skipped[name]}", file=sys.stderr)
             continue
-        results[name] = evaluate_pipeline(rec, "test", k=10, max_users=args.max_users, progress=False)
         print(name, {k: round(results[name][v], 4) for k, v in METRICS}, flush=True)
 
     header = "| variant | overrides | " + " | ".join(m for m, _ in METRICS) + " |"
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python scripts/ablate_pipeline.py " + " ".join(sys.argv[1:] if argv is None else argv)
     n_users = int(next(iter(results.values()))["test/n_users"]) if results else 0
     body = [f"<!-- generated by scripts/ablate_pipeline.py in {time.time() - t0:.0f} s -->",
-            f"Command: `{cmd}`", "", f"Users evaluated: {n_users}; config `{args.config}`; dataset `{args.dataset_dir}`.", "",
+            f"Command: `{cmd}`", "", f"Users evaluated: {n_users}; `pipeline={args.pipeline} llm={args.llm}`; dataset `{args.dataset_dir}`.", "",
             *lines, ""]
     if skipped:
         body += ["Skipped (could not be built in this checkout):", ""] + [f"- {n}: {r}" for n, r in skipped.items()] + [""]

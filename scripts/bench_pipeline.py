@@ -6,8 +6,8 @@
 Path measured per request (one thread, sequential requests):
   context (history, demographics) -> ANN source (FAISS IVF-Flat over item
   embeddings, user vector = mean of the last 20 history items) + trending
-  popularity source -> RRF merge (~1,000) -> DLRM ranker (torchrec EBC,
-  ~1,000 -> 100) -> filters (availability, age, consumed, negative,
+  popularity source -> RRF merge (~1,000) -> DLRM ranker (torchrec EBC, the
+  ranker's feature contract on the top 200, ~1,000 -> 100) -> filters (availability, age, consumed, negative,
   constraints) -> MMR (100 -> 20) -> category cap -> Thompson exploration.
 Item embeddings are the generator's latent factors (D=64) and the DLRM has
 untrained weights: latency does not depend on what the weights learned.
@@ -37,7 +37,8 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     import torch
 
     from recsys.data.synthetic import generate
-    from recsys.models.dlrm import build_dlrm
+    from recsys.data.schema import Dataset, DatasetMeta
+    from recsys.models.lit_ranker import LitRanker
     from recsys.pipeline.catalog import ItemCatalog
     from recsys.pipeline.context import ContextBuilder
     from recsys.pipeline.diversity import CategoryCap, MMRDiversifier
@@ -45,7 +46,8 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     from recsys.pipeline.filters import (AgeFilter, AvailabilityFilter, ConstraintFilter, ConsumedFilter,
                                          NegativeFeedbackFilter)
     from recsys.pipeline.pipeline import Pipeline
-    from recsys.pipeline.rank import DLRMRankStage, ranker_cardinalities
+    from recsys.pipeline.rank import DLRMRankStage
+    from recsys.ranking.features import FeatureSpec, RankerFeatures, dense_names
     from recsys.retrieval.index import ItemIndex
     from recsys.retrieval.merge import CandidateMerger
     from recsys.retrieval.sources import ContentSource, PopularitySource
@@ -73,10 +75,19 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
                "popularity": PopularitySource(inter, n_items, name="popularity")}
     merger = CandidateMerger(caps={"ann": 700, "popularity": 300})
     torch.manual_seed(seed)
-    dlrm = build_dlrm(ranker_cardinalities(len(users), n_items, len(catalog.categories)), num_dense_features=1 + 2 * len(sources),
-                      embedding_dim=16)
+    # the ranker's feature contract on the synthetic tables (its ItemKNN attention features need an
+    # N x N fit, so they are off here; attention uses the item factors as the item embedding)
+    vocab = {c: sorted(set(map(str, t[c]))) for t, c in ((users, "gender"), (users, "occupation"), (users, "age_bucket"),
+                                                      (items, "year_bucket")) if c in t.columns}
+    vocab["categories"] = list(catalog.categories)
+    meta = DatasetMeta("synthetic-bench", len(users), n_items, len(inter), vocabularies=vocab)
+    spec = FeatureSpec(sources=list(sources), dense=[f for f in dense_names(sources) if not f.startswith("att_knn")])
+    t = time.perf_counter()
+    features = RankerFeatures(spec, Dataset(inter, items, users, meta), inter, text_emb=emb)
+    timings["ranker_features_s"] = time.perf_counter() - t
+    ranker = LitRanker(features.cardinalities(), features.num_dense, embedding_dim=16)
     stages = {
-        "ranker": DLRMRankStage(dlrm, catalog, list(sources), keep=100),
+        "ranker": DLRMRankStage(ranker, features, keep=100),
         "available": AvailabilityFilter(catalog), "age": AgeFilter(catalog), "consumed": ConsumedFilter(),
         "negative": NegativeFeedbackFilter(), "constraints": ConstraintFilter(catalog),
         "mmr": MMRDiversifier(catalog, lambda_=0.8, k=20, pool=100),

@@ -123,6 +123,7 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
     import torch  # noqa: F401  (before hydra instantiate of torchrec modules)
     from hydra.utils import instantiate
 
+    from recsys.core.inject import instantiate_with
     from recsys.data.io import load_dataset, load_split
     from recsys.eval.evaluator import Evaluator
     from run_ranking import compose as ranking_compose
@@ -135,8 +136,8 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
             cfg = ranking_compose(exp, [f"seed={seed}", *ovr], work / "runs" / f"{key}-seed{seed}")
             dataset_dir = Path(instantiate(cfg.data))
             ds, sp = load_dataset(dataset_dir), load_split(dataset_dir, cfg.data.split.name)
-            # partial, then meta: instantiate() would re-build the _target_ nodes inside DatasetMeta.extra
-            model = instantiate(cfg.model.module, _partial_=True)(meta=ds.meta, dataset_dir=str(dataset_dir))
+            # partial, then meta (plain containers: the ranker's checkpoint loads weights-only)
+            model = instantiate_with(cfg.model.module, meta=ds.meta, dataset_dir=str(dataset_dir))
             if fitted:  # same seed, same retriever config: reuse the DLRM run's trained two-tower
                 model.use_fitted_retrievers(*fitted)
             t0 = time.perf_counter()
@@ -155,13 +156,12 @@ def step_ranking(a, rec: Recorder, work: Path) -> None:
 def step_latency(a, rec: Recorder, dataset_dir: Path) -> None:
     """Mean per-stage latency (ms) of the default pipeline over a seeded sample of test users."""
     import numpy as np
-    from omegaconf import OmegaConf
 
     from recsys.data.io import load_split
-    from recsys.pipeline.recommender import Recommender
+    from recsys.pipeline.build import build_recommender, compose_serve
 
-    recommender = Recommender(dataset_dir, OmegaConf.load(ROOT / "configs" / "pipeline" / "default.yaml"),
-                              split="loo", history="test")
+    # the server's own pipeline (configs/serve.yaml), on the test-time histories
+    recommender = build_recommender(compose_serve([f"dataset_dir={dataset_dir}", "split=loo", "history=test"]))
     users = np.sort(load_split(dataset_dir, "loo").test["user_idx"].unique())
     users = np.random.default_rng(0).choice(users, size=min(a.latency_users, len(users)), replace=False)
     recommender.recommend(int(users[0]))  # warm-up (lazy index builds) is not a request
@@ -261,7 +261,7 @@ def main(argv=None) -> dict:
             rec.step(step, time.perf_counter() - t0)
         elif step == "index":
             kind = "flat" if a.quick else "ivf_flat"
-            sh([PY, "-m", "recsys.index", f"ckpt={tt_ckpt()}", f"index={kind}", "trusted_checkpoint=true",
+            sh([PY, "-m", "recsys.index", f"ckpt={tt_ckpt()}", f"index={kind}",
                 f"dataset_dir={dataset_dir}", f"hydra.run.dir={a.work / 'index'}"], logs / "index.log")
             rec.step(step, time.perf_counter() - t0, index={"kind": kind, "dir": str(tt_ckpt().parent.parent / "index" / kind)})
         elif step == "retrieval":

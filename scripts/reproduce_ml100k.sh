@@ -4,7 +4,8 @@
 #   scripts/reproduce_ml100k.sh --quick --out /tmp/r
 #   scripts/reproduce_ml100k.sh --gpu           # GPU box: trainer=gpu, vLLM for the LLM re-rank
 # All arguments go to scripts/reproduce_ml100k.py (see its --help).
+# Uses the `python` on PATH (PYTHON overrides it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1
-exec "${PYTHON:-.venv/bin/python}" scripts/reproduce_ml100k.py "$@"
+exec "${PYTHON:-python}" scripts/reproduce_ml100k.py "$@"

@@ -1,7 +1,7 @@
 """Write experiments/ml100k/retrieval.md from a trained two-tower run.
 
-    python -m recsys.train experiment=ml100k/two_tower            # -> outputs/ml100k_two_tower/<run>/
-    python scripts/retrieval_report.py --run-dir outputs/ml100k_two_tower/<run> --dataset-dir data/ml100k
+    python -m recsys.train experiment=ml100k/two_tower            # -> outputs/train/<run>/
+    python scripts/retrieval_report.py --run-dir outputs/train/<run> --dataset-dir data/ml100k
 
 Everything is leave-one-out, full ranking over all items with consumed items masked
 (``recsys.eval.evaluator.Evaluator``), on the test part (history = train + valid):
@@ -94,7 +94,7 @@ def main() -> None:
     ds, split = load_dataset(a.dataset_dir), load_split(a.dataset_dir, a.split)
     ckpt = next(p for p in [run / "checkpoints" / "best.ckpt", *sorted((run / "checkpoints").glob("epoch_*.ckpt")),
                             run / "checkpoints" / "last.ckpt"] if p.exists())
-    model = LitTwoTower.from_checkpoint(ckpt, trusted=True, dataset_dir=a.dataset_dir).eval()
+    model = LitTwoTower.from_checkpoint(ckpt, dataset_dir=a.dataset_dir).eval()
     ev = Evaluator(ks=KS, metrics=("recall", "ndcg", "mrr"), beyond_metrics=(), progress=False)
     results = {"Two-tower (ours)": ev.evaluate(model, ds, split, "test")}
     knn = ItemKNN(ds.meta).fit(ds, split)

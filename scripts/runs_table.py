@@ -1,6 +1,6 @@
 """Markdown table of training runs (mean ± std over each group's seeds) from their ``metrics.json``.
 
-    python scripts/runs_table.py "ours=outputs/ml100k_sasrec/sas-s*" "RecBole settings=outputs/ml100k_sasrec/rb-s*"
+    python scripts/runs_table.py "ours=outputs/train/ml100k-sasrec-seed?" "RecBole settings=outputs/train/rb-seed?"
 
 One row per ``label=glob`` group: runs, val/test NDCG@10, the relative val->test change,
 training wall time (``train/time_s``) and epochs; with ``--paired A B`` also a paired test of

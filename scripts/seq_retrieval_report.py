@@ -4,13 +4,13 @@
 ``scripts/reproduce_ml100k.py`` calls into its own work directory.)
 
     for s in 0 1 2; do
-      python -m recsys.train experiment=ml100k/two_tower_seq seed=$s run_name=seq-s$s 'eval.ks=[10,20,50,100,200]'
-      python -m recsys.train experiment=ml100k/two_tower seed=$s run_name=bag-s$s 'eval.ks=[10,20,50,100,200]'
-      python -m recsys.train experiment=ml100k/sasrec seed=$s run_name=sas-s$s 'eval.ks=[10,20,50,100,200]'
+      python -m recsys.train experiment=ml100k/two_tower_seq seed=$s 'eval.ks=[10,20,50,100,200]'
+      python -m recsys.train experiment=ml100k/two_tower seed=$s 'eval.ks=[10,20,50,100,200]'
+      python -m recsys.train experiment=ml100k/sasrec seed=$s 'eval.ks=[10,20,50,100,200]'
     done
     python scripts/seq_retrieval_report.py --dataset-dir data/ml100k \
-        --seq-runs 'outputs/ml100k_two_tower_seq/seq-s*' --bag-runs 'outputs/ml100k_two_tower/bag-s*' \
-        --sasrec-runs 'outputs/ml100k_sasrec/sas-s*'
+        --seq-runs 'outputs/train/ml100k-two_tower_seq-seed?' --bag-runs 'outputs/train/ml100k-two_tower-seed?' \
+        --sasrec-runs 'outputs/train/ml100k-sasrec-seed?'
 
 Everything is leave-one-out, full ranking over all items with consumed items masked
 (``recsys.eval.evaluator.Evaluator``), on the test part (history = train + valid):
@@ -40,9 +40,9 @@ import torch
 
 TRAIN_COMMANDS = [
     "for s in 0 1 2; do  # nice -n 10, OMP_NUM_THREADS=1",
-    "  python -m recsys.train experiment=ml100k/two_tower_seq seed=$s run_name=seq-s$s 'eval.ks=[10,20,50,100,200]'",
-    "  python -m recsys.train experiment=ml100k/two_tower seed=$s run_name=bag-s$s 'eval.ks=[10,20,50,100,200]'",
-    "  python -m recsys.train experiment=ml100k/sasrec seed=$s run_name=sas-s$s 'eval.ks=[10,20,50,100,200]'",
+    "  python -m recsys.train experiment=ml100k/two_tower_seq seed=$s 'eval.ks=[10,20,50,100,200]'",
+    "  python -m recsys.train experiment=ml100k/two_tower seed=$s 'eval.ks=[10,20,50,100,200]'",
+    "  python -m recsys.train experiment=ml100k/sasrec seed=$s 'eval.ks=[10,20,50,100,200]'",
     "done",
 ]
 KS = (10, 50, 100, 200)

@@ -23,6 +23,8 @@ class Constraints(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_categories: list[str] = Field(default_factory=list, description="keep only items having at least one of these")
+    require_categories: list[str] = Field(default_factory=list, description="keep only items having every one of these "
+                                          "(a compound genre: 'romantic comedy' = Romance and Comedy)")
     exclude_categories: list[str] = Field(default_factory=list, description="drop items having any of these")
     year_min: int | None = Field(default=None, ge=1800, le=2100)
     year_max: int | None = Field(default=None, ge=1800, le=2100)
@@ -35,7 +37,8 @@ class Constraints(BaseModel):
     def _consistent(self) -> "Constraints":
         if self.year_min is not None and self.year_max is not None and self.year_min > self.year_max:
             raise ValueError(f"year_min {self.year_min} > year_max {self.year_max}")
-        both = set(c.lower() for c in self.include_categories) & set(c.lower() for c in self.exclude_categories)
+        wanted = set(c.lower() for c in [*self.include_categories, *self.require_categories])
+        both = wanted & set(c.lower() for c in self.exclude_categories)
         if both:
             raise ValueError(f"categories both included and excluded: {sorted(both)}")
         return self

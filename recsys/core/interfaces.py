@@ -13,7 +13,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from recsys.core.candidates import Candidates, UserContext
-    from recsys.data.history import History
 
 
 @runtime_checkable
@@ -30,4 +29,6 @@ class Stage(Protocol):
 
 @runtime_checkable
 class Scorer(Protocol):
-    def score(self, history: "History") -> "torch.Tensor": ...
+    def score(self, history) -> "torch.Tensor":
+        """``history``: a ``recsys.data.history.History`` of B users -> (B, N) scores, higher = better."""
+        ...

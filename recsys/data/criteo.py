@@ -18,6 +18,7 @@ Shapes: N rows, 13 dense, 26 sparse (one id per row and feature).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ class CriteoRow:
     sparse: list[str]  # 26 hex strings, "" = missing
 
 
+# Strict ASCII notation: Python's int() also accepts "1_000", " 7", "0x1f" (base 16/0) and
+# non-ASCII digits such as Arabic-Indic "١٢", none of which is a Criteo value.
+_DENSE = re.compile(r"-?[0-9]{1,18}")  # at most 18 digits: fits int64 (log1p never overflows)
+_HEX = re.compile(r"[0-9a-fA-F]{1,16}")  # a 32-bit (Kaggle) or 64-bit hash
+
+
 def parse_line(line: str, path: str = "<rows>", lineno: int = 0) -> CriteoRow:
     """Parse one TSV line; any malformation raises ``DataError`` naming file and line."""
     fields = line.rstrip("\r\n").split("\t")
@@ -48,35 +55,39 @@ def parse_line(line: str, path: str = "<rows>", lineno: int = 0) -> CriteoRow:
     if len(fields) != 1 + N_DENSE + N_SPARSE:
         raise DataError(f"{where}: expected {1 + N_DENSE + N_SPARSE} tab-separated fields, got {len(fields)}")
     if fields[0] not in ("0", "1"):
-        raise DataError(f"{where}: label must be 0 or 1, got {fields[0]!r}")
+        raise DataError(f"{where}: label must be 0 or 1, got {fields[0][:40]!r}")
     dense: list[int | None] = []
     for name, v in zip(DENSE_NAMES, fields[1 : 1 + N_DENSE]):
         if v == "":
             dense.append(None)
-            continue
-        try:
+        elif _DENSE.fullmatch(v):
             dense.append(int(v))
-        except ValueError:
-            raise DataError(f"{where}: {name} must be an integer, got {v!r}") from None
+        else:
+            raise DataError(f"{where}: {name} must be an integer (ASCII digits, at most 18), got {v[:40]!r}")
     sparse = fields[1 + N_DENSE :]
     for name, v in zip(SPARSE_NAMES, sparse):
-        if v:
-            try:
-                int(v, 16)
-            except ValueError:
-                raise DataError(f"{where}: {name} must be a hex string, got {v!r}") from None
+        if v and not _HEX.fullmatch(v):
+            raise DataError(f"{where}: {name} must be a hex string (1-16 hex digits), got {v[:40]!r}")
     return CriteoRow(int(fields[0]), dense, sparse)
 
 
 def read_rows(path: str | Path, limit: int | None = None) -> Iterator[CriteoRow]:
-    """Stream parsed rows of a Criteo TSV file (errors name the file and 1-based line)."""
+    """Stream parsed rows of a Criteo TSV file (errors name the file and 1-based line).
+
+    Lines are read as bytes and decoded as ASCII one by one, so a stray non-ASCII byte is
+    a ``DataError`` at its line rather than a ``UnicodeDecodeError`` from the file object.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: Criteo file not found")
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             if limit is not None and lineno > limit:
                 return
+            try:
+                line = raw.decode("ascii")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not ASCII text ({e.reason} at column {e.start + 1})") from None
             if not line.strip():
                 raise DataError(f"{path}:{lineno}: empty line")
             yield parse_line(line, str(path), lineno)

@@ -14,6 +14,12 @@ epoch))`` where ``epoch`` is the one Lightning passes to the sampler's
 ``set_epoch``: the same seed gives the same batches, and a run resumed from a
 checkpoint at epoch k draws exactly what an uninterrupted run draws at epoch k
 (``tests/test_train.py`` kills a run and checks the final metrics match).
+
+Under DDP Lightning wraps the training sampler in its ``DistributedSamplerWrapper``,
+whose ``set_epoch`` forwards to ours (pytorch-lightning 2.6; pinned by
+``tests/distributed/test_lightning_ddp.py``): every rank builds the same epoch and
+takes every W-th ready-made batch after the wrapper's own (seed, epoch) permutation,
+so a global step sees W batches of ``batch_size`` rows.
 """
 
 from __future__ import annotations

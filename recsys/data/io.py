@@ -7,9 +7,10 @@ Layout (see ``recsys/data/schema.py``)::
     <dir>/item_text_emb.npy     (optional, written by ``recsys.data.text_embed``)
 
 Every load validates what it reads: a missing file, a missing column, a
-column of the wrong kind or an empty table raises ``DataError`` naming the
-file, so a half-written or hand-edited dataset fails loudly at the boundary
-instead of deep inside a model.
+column of the wrong kind, an empty table, a non-finite ``value``, a
+``timestamp`` outside [0, ``MAX_TIMESTAMP``] or an index outside the
+catalogue raises ``DataError`` naming the file (and row), so a half-written or
+hand-edited dataset fails loudly at the boundary instead of deep inside a model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 from recsys.data.schema import (
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
+    MAX_TIMESTAMP,
     SPLIT_PARTS,
     USER_COLUMNS,
     DataError,
@@ -71,7 +73,30 @@ def validate_table(df: pd.DataFrame, columns, path: str | Path, allow_empty: boo
             raise DataError(f"{path}: column {c!r} has dtype {df[c].dtype}, expected kind {kind!r}")
     if not allow_empty and len(df) == 0:
         raise DataError(f"{path}: table is empty")
+    _check_ranges(df, path)
     return df
+
+
+def _check_ranges(df: pd.DataFrame, path: str | Path) -> None:
+    """Finite ``value`` and ``timestamp`` in [0, MAX_TIMESTAMP] (see schema.py), where present."""
+    checks = []
+    if "value" in df.columns:
+        checks.append(("value", ~np.isfinite(df["value"].to_numpy(np.float64)), "must be finite"))
+    if "timestamp" in df.columns:
+        ts = df["timestamp"].to_numpy()
+        checks.append(("timestamp", (ts < 0) | (ts > MAX_TIMESTAMP), f"must be in [0, {MAX_TIMESTAMP}] (seconds)"))
+    for col, bad, rule in checks:
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise DataError(f"{path}: row {r}: {col} {df[col].to_numpy()[r].item()} {rule}")
+
+
+def check_indices(inter: pd.DataFrame, n_users: int, n_items: int, path: str | Path) -> None:
+    """``user_idx``/``item_idx`` of ``inter`` within [0, n_users) / [0, n_items), else ``DataError``."""
+    for col, n, name in (("user_idx", n_users, "users"), ("item_idx", n_items, "items")):
+        v = inter[col].to_numpy()
+        if len(v) and (v.min() < 0 or v.max() >= n):
+            raise DataError(f"{path}: {col} outside [0, {n}) of {name}")
 
 
 def _cast(df: pd.DataFrame) -> pd.DataFrame:
@@ -141,10 +166,7 @@ def load_dataset(dir: str | Path) -> Dataset:
             f"{d / 'meta.json'}: says {meta.n_users} users / {meta.n_items} items but the tables hold "
             f"{len(users)} / {len(items)}; re-run prepare"
         )
-    for col, n, name in (("user_idx", meta.n_users, "users"), ("item_idx", meta.n_items, "items")):
-        v = inter[col].to_numpy()
-        if v.min() < 0 or v.max() >= n:
-            raise DataError(f"{d / 'interactions.parquet'}: {col} outside [0, {n}) of {name}")
+    check_indices(inter, meta.n_users, meta.n_items, d / "interactions.parquet")
     return Dataset(interactions=inter, items=items, users=users, meta=meta)
 
 

@@ -4,10 +4,16 @@
     python -m recsys.data.prepare data=synthetic data.force=true
 
 ``prepare`` writes ``<data_dir>/<name>/`` (layout in ``recsys/data/schema.py``)
-and returns that directory. ``meta.json`` is written last and records the
-prepare configuration (``meta.extra["prepare"]``): a second call with the same
-configuration returns at once, a different one redoes the work. A run killed
-half-way leaves no ``meta.json`` behind, so the next call starts over.
+and returns that directory. ``meta.json`` records the prepare configuration
+(``meta.extra["prepare"]``) and the dataset fingerprint (``extra["fingerprint"]``,
+over the files as written): a second call with the same configuration returns at
+once, a different one redoes the work.
+
+Nothing already prepared is lost: the new dataset is built in a temporary directory
+beside the target (``.<name>.tmp-*``) and swapped in by renames only once complete,
+so a failure (a mistyped ``data.reader.path``, a kill) leaves the old one as it was.
+A lock file (``.<name>.lock``, ``fcntl``) serialises concurrent prepares of one
+dataset: the second waits, then finds it up to date.
 
 ``reader`` and ``split`` are callables (Hydra ``_partial_: true`` nodes), so
 no data is read before the cache is checked.
@@ -15,6 +21,7 @@ no data is read before the cache is checked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,6 +36,7 @@ from recsys.data import splits as S
 from recsys.data.canonical import reindex
 from recsys.data.io import TEXT_EMB_FILE, save_dataset, save_split
 from recsys.data.schema import DataError, Dataset, DatasetMeta, Split
+from recsys.utils.artifacts import fingerprint_record, replace_dir, temp_dir_beside
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,20 @@ def _is_cached(out: Path, key: dict) -> bool:
     return recorded == key
 
 
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a dataset that ``prepare`` cannot rebuild (a feedback refresh of another one)."""
+    meta_path = out / "meta.json"
+    if not meta_path.exists():
+        return
+    try:
+        extra = json.loads(meta_path.read_text()).get("extra", {})
+    except json.JSONDecodeError:
+        return
+    if "refresh" in extra:
+        raise DataError(f"{out} holds a refreshed dataset (recsys.serve.refresh, from {extra['refresh'].get('from')}), "
+                        "which prepare cannot rebuild from its reader; it was left as it was (data.force=true replaces it)")
+
+
 def filter_dataset(ds: Dataset, min_rating: float | None, kcore: int) -> Dataset:
     """Implicit threshold, then iterative k-core, then contiguous re-indexing."""
     inter = ds.interactions
@@ -100,6 +122,8 @@ def prepare(
         force: redo even when ``meta.json`` records the same configuration.
     """
     out = Path(data_dir).expanduser() / name
+    if out.is_symlink():  # build beside the real directory, so the swap is a rename on one filesystem
+        out = out.resolve()
     key = {
         "name": name, "reader": describe(reader), "split": describe(split),
         "min_rating": min_rating, "kcore": kcore, "text_embeddings": bool(text_embeddings),
@@ -107,33 +131,84 @@ def prepare(
     if not force and _is_cached(out, key):
         log.info("prepare: %s is up to date (same config), skipping", out)
         return out
-    t0 = time.perf_counter()
-    for stale in ("meta.json", "splits", TEXT_EMB_FILE):  # meta.json first: a crash below means "not prepared"
-        p = out / stale
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        _recover(out)
+        if not force and _is_cached(out, key):
+            log.info("prepare: %s was prepared meanwhile by another process (same config)", out)
+            return out
+        if not force:
+            _check_replaceable(out)
+        t0 = time.perf_counter()
+        tmp = temp_dir_beside(out)
+        try:
+            meta = _build(tmp, name, key, reader, split, min_rating, kcore, text_embeddings, text_batch_size)
+            replace_dir(tmp, out)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if out.exists():
+                note = f"prepare: {out} was left as it was"
+                e.add_note(note)  # in the traceback; Hydra's one-line error drops notes, hence the log line too
+                log.error("prepare of %s failed (%s: %s); %s", out, type(e).__name__, e, note[9:])
+            raise
+    log.info("prepare: wrote %s in %.1f s (%d users, %d items, %d interactions)", out, time.perf_counter() - t0,
+             meta.n_users, meta.n_items, meta.n_interactions)
+    return out
+
+
+def _build(tmp: Path, name, key, reader, split, min_rating, kcore, text_embeddings, text_batch_size) -> DatasetMeta:
+    """Read, filter, split and write the whole dataset into ``tmp``; ``meta.json`` (with the fingerprint) last."""
     ds = filter_dataset(reader(), min_rating, kcore)
     ds.meta.name = name
     sp = split(ds.interactions)
     S.check_split(sp)
-    save_dataset(ds, out, write_meta=False)  # meta.json is written at the very end
-    save_split(sp, out)
+    save_dataset(ds, tmp, write_meta=False)
+    save_split(sp, tmp)
     if text_embeddings:
         import numpy as np
 
         from recsys.data.text_embed import embed_texts_cached
 
         emb = embed_texts_cached(ds.items["text"].tolist(), batch_size=text_batch_size, progress=True)
-        np.save(out / TEXT_EMB_FILE, emb)
+        np.save(tmp / TEXT_EMB_FILE, emb)
     meta = ds.meta
     meta.extra = {
         **meta.extra, "prepare": key, "split": sp.name,
         "split_sizes": {p: int(len(sp.part(p))) for p in ("train", "valid", "test")},
         "sparsity": 1.0 - meta.n_interactions / (meta.n_users * meta.n_items),
+        **fingerprint_record(tmp),  # over the files as written; renames keep their sizes and mtimes
     }
-    meta.save(out / "meta.json")
-    log.info("prepare: wrote %s in %.1f s (%d users, %d items, %d interactions)", out, time.perf_counter() - t0,
-             meta.n_users, meta.n_items, meta.n_interactions)
-    return out
+    meta.save(tmp / "meta.json")
+    return meta
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """Exclusive lock on ``<data_dir>/.<name>.lock`` for the duration of a prepare (waits for another holder)."""
+    import fcntl
+
+    with open(out.parent / f".{out.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("prepare: another process is preparing %s; waiting for it", out)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _recover(out: Path) -> None:
+    """Under the lock: clear what a killed prepare left (a half-built tmp dir; an old dir mid-swap)."""
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # killed between the two renames of replace_dir: the old dataset comes back
+            log.warning("prepare: restoring %s from %s (a prepare was killed while swapping)", out, old)
+            old.rename(out)
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"

@@ -6,6 +6,7 @@ downstream reads only them, so a new dataset is one reader.
 On disk (``<root>/<name>/``)::
 
     interactions.parquet   user_idx:int64 item_idx:int64 timestamp:int64 value:float32
+                           (timestamp: seconds, 0..MAX_TIMESTAMP; value: finite)
     items.parquet          item_idx:int64 item_id:str title:str year:int32 (-1 unknown)
                            categories:list<str> text:str available:bool age_rating:int16
     users.parquet          user_idx:int64 user_id:str + demographic columns (age:int16, ...)
@@ -30,6 +31,13 @@ INTERACTION_COLUMNS = ("user_idx", "item_idx", "timestamp", "value")
 ITEM_COLUMNS = ("item_idx", "item_id", "title", "year", "categories", "text", "available", "age_rating")
 USER_COLUMNS = ("user_idx", "user_id")
 SPLIT_PARTS = ("train", "valid", "test")
+
+
+# Timestamps are int64 seconds since 1970-01-01 UTC. A raw file's timestamp must lie in
+# (0, MAX_TIMESTAMP]: 0 or less is a missing value or a wrapped integer, and anything after
+# 2100-01-01 is not a real event (milliseconds mistaken for seconds, or garbage).
+# Prepared tables may hold 0 (hand-made and generated data start there).
+MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
 
 
 class DataError(ValueError):

@@ -4,23 +4,17 @@
 either a directory (files directly inside it or in one sub-directory, as
 archives unpack) or a zip. ``fetch_archive`` downloads an official archive
 with urllib and verifies its md5 before anything reads it; offline it raises
-a ``DataError`` that says where to put the file by hand.
-
-``read_delimited`` parses a delimited text file fast (pandas C engine) and,
-only when that fails or yields bad values, re-scans the lines in Python to
-report the first malformed one as ``<file>:<line>``.
+a ``DataError`` that says where to put the file by hand. Parsing the bytes read
+from a source is ``recsys.data.delimited.read_delimited``'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from recsys.data.schema import DataError
 
@@ -54,20 +48,30 @@ class RawSource:
     def has(self, name: str) -> bool:
         if self.path.is_dir():
             return self._dir_file(name) is not None
-        with zipfile.ZipFile(self.path) as zf:
-            return self._zip_name(zf, name) is not None
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                return self._zip_name(zf, name) is not None
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{self.path}: cannot read the archive ({type(e).__name__}: {e})") from e
 
     def read_bytes(self, name: str) -> bytes:
+        """The member's bytes; a missing, unreadable or corrupt member -> ``DataError`` naming it."""
         if self.path.is_dir():
             f = self._dir_file(name)
             if f is None:
                 raise DataError(f"{self.path / name}: file not found")
-            return f.read_bytes()
-        with zipfile.ZipFile(self.path) as zf:
-            n = self._zip_name(zf, name)
-            if n is None:
-                raise DataError(f"{self.path}!{name}: file not found in archive")
-            return zf.read(n)
+            try:
+                return f.read_bytes()
+            except OSError as e:
+                raise DataError(f"{f}: cannot read ({e})") from e
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                n = self._zip_name(zf, name)
+                if n is None:
+                    raise DataError(f"{self.path}!{name}: file not found in archive")
+                return zf.read(n)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # truncated or corrupt archive, bad CRC
+            raise DataError(f"{self.path}!{name}: cannot read from the archive ({type(e).__name__}: {e})") from e
 
 
 def open_source(path: str | Path) -> RawSource:
@@ -125,63 +129,3 @@ def fetch_archive(url: str, md5: str, dest: str | Path, timeout: float = 30.0) -
         raise DataError(f"{url}: downloaded md5 {got} != published {md5}; the file was removed")
     tmp.replace(dest)
     return dest
-
-
-def _scan_bad_line(text: str, label: str, sep: str, names, converters, skip: int) -> None:
-    """Find the first line that does not split into ``len(names)`` valid fields and raise."""
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if lineno <= skip or not line.strip():
-            continue
-        fields = line.split(sep)
-        if len(fields) != len(names):
-            raise DataError(f"{label}:{lineno}: expected {len(names)} fields separated by {sep!r}, got {len(fields)}: {line[:120]!r}")
-        for name, value in zip(names, fields):
-            conv = converters.get(name)
-            if conv is not None:
-                try:
-                    conv(value)
-                except ValueError:
-                    raise DataError(f"{label}:{lineno}: column {name!r} has invalid value {value!r}") from None
-
-
-def read_delimited(
-    data: bytes,
-    label: str,
-    sep: str,
-    names: list[str],
-    numeric: dict[str, type] | None = None,
-    skip_header: int = 0,
-    encoding: str = "latin-1",
-) -> pd.DataFrame:
-    """Parse delimited ``data`` into string/numeric columns; malformed rows -> ``DataError`` at ``label:line``.
-
-    ``numeric`` maps column -> ``int``/``float``; other columns stay strings.
-    Multi-character separators (MovieLens-1M's ``::``) are rewritten to a tab
-    first so the fast C parser can run (no MovieLens field contains a tab).
-    """
-    numeric = numeric or {}
-    text = data.decode(encoding)
-    if len(sep) > 1:
-        if "\t" in text:
-            raise DataError(f"{label}: contains tab characters; cannot parse {sep!r}-separated data safely")
-        text, sep = text.replace(sep, "\t"), "\t"
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), sep=sep, header=None, names=names, skiprows=skip_header, dtype=str,
-            keep_default_na=False, quoting=3, engine="c", skip_blank_lines=True,
-        )
-        ok = True
-        for col, typ in numeric.items():
-            vals = pd.to_numeric(df[col], errors="coerce")
-            if vals.isna().any() or (typ is int and not np.all(np.mod(vals.to_numpy(), 1) == 0)):
-                ok = False
-                break
-            df[col] = vals.astype(np.int64 if typ is int else np.float64)
-        # pandas pads short rows with NaN instead of failing: treat any gap as malformed.
-        ok = ok and not df.isna().to_numpy().any()
-    except (pd.errors.ParserError, ValueError):
-        ok = False
-    if not ok or len(df.columns) != len(names):
-        _scan_bad_line(text, label, sep, names, {c: (int if t is int else float) for c, t in numeric.items()}, skip_header)
-        raise DataError(f"{label}: could not be parsed as {len(names)} {sep!r}-separated columns")
-    return df

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.canonical import build_meta, finish_items, finish_users
-from recsys.data.schema import Dataset, DatasetMeta
+from recsys.data.io import check_indices, read_table
+from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, DatasetMeta
 
 _ADJ = ("Silent", "Golden", "Hidden", "Electric", "Broken", "Lucky", "Crimson", "Frozen", "Wild", "Quiet", "Bright", "Lost")
 _NOUN = ("River", "Engine", "Garden", "Signal", "Harbor", "Forest", "Mirror", "Voyage", "Empire", "Circuit", "Melody", "Atlas")
@@ -155,16 +156,15 @@ def read_synthetic(cache_dir: str | Path = "data/raw", **params) -> Dataset:
     ``params`` are ``generate``'s arguments. The raw directory (with the true
     factors) is recorded in ``meta.source``.
     """
-    import pyarrow.parquet as pq
-
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     raw = Path(cache_dir) / f"synthetic-{key}"
     if not (raw / "config.json").exists():  # config.json is written last: its presence means complete
         generate(raw, **params, progress=True)
-    inter = pq.read_table(raw / "interactions.parquet").to_pandas()
-    items = pq.read_table(raw / "items.parquet").to_pandas()
-    items["categories"] = [list(c) for c in items["categories"]]
-    users = pq.read_table(raw / "users.parquet").to_pandas()
+    # The cache may be stale or hand-edited: read it through the validating reader.
+    inter = read_table(raw / "interactions.parquet", INTERACTION_COLUMNS)
+    items = read_table(raw / "items.parquet", ITEM_COLUMNS)
+    users = read_table(raw / "users.parquet", USER_COLUMNS)
+    check_indices(inter, len(users), len(items), raw / "interactions.parquet")
     meta = DatasetMeta(name="synthetic", n_users=0, n_items=0, n_interactions=0, source=f"synthetic:{raw}",
                        extra={"generator": json.loads((raw / "config.json").read_text())})
     return Dataset(inter, items, users, build_meta(inter, items, users, meta))

@@ -86,25 +86,37 @@ def run(cfg: JobConfig) -> dict:
         checkpoint.save(cfg.save, model, opt, extra={"step": save_at})
     if save_at < cfg.steps:
         losses += train_steps(model, opt, _batches(data, cfg.batch_size, max(start, save_at), cfg.steps), bce_loss, env.device, env.is_main)
-    result = {"rank": env.rank, "world_size": env.world_size, "start": start, "losses": losses, "plan": describe_plan(model), "digest": param_digest(model)}
+    result = {"rank": env.rank, "world_size": env.world_size, "start": start, "losses": losses, "plan": describe_plan(model),
+              "digest": param_digest(model, env.device), "device": str(env.device), "backend": env.backend}
     if cfg.result and env.is_main:
         Path(cfg.result).write_text(json.dumps(result))
     return result
 
 
-def param_digest(model) -> dict[str, float]:
-    """Sum of all parameters (local shards gathered by all-reduce) per state-dict key: equal digests = equal params."""
+def param_digest(model, device: torch.device | str) -> dict[str, float]:
+    """Sum of all parameters per state-dict key (equal digests = equal params).
+
+    A sharded table's sum is the all-reduce of each rank's local-shard sums: one
+    float64 vector on ``device``, the job's device (NCCL reduces CUDA tensors only),
+    so a rank that holds no shard of a table joins with a zero on that device.
+    Collective: every rank calls it, with the same state-dict keys.
+    """
     import torch.distributed as dist
 
-    out = {}
+    out: dict[str, float] = {}
+    sharded: list[str] = []
+    sums: list[torch.Tensor] = []
     for k, v in model.state_dict().items():
-        local = v.local_shards() if hasattr(v, "local_shards") else None
-        if local is not None:
-            s = torch.stack([sh.tensor.double().sum() for sh in local]).sum() if local else torch.zeros((), dtype=torch.float64)
-            dist.all_reduce(s)  # each shard lives on exactly one rank
-        else:
-            s = v.double().sum()
-        out[k] = float(s)
+        shards = v.local_shards() if hasattr(v, "local_shards") else None
+        if shards is None:
+            out[k] = float(v.double().sum())
+            continue
+        sharded.append(k)
+        sums.append(sum((sh.tensor.double().sum().to(device) for sh in shards), torch.zeros((), dtype=torch.float64, device=device)))
+    if sharded:
+        total = torch.stack(sums)  # (n_sharded,) on ``device``
+        dist.all_reduce(total)  # each shard lives on exactly one rank
+        out.update(zip(sharded, total.tolist()))
     return out
 
 

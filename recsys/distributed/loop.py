@@ -9,7 +9,7 @@ embedding rows were already updated in backward by the fused optimiser, so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -49,3 +49,30 @@ def train_steps(
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def rank_batches(epoch: Callable[[], Iterable[Any]], rank: int, world_size: int, steps: int) -> Iterator[Any]:
+    """Exactly ``steps`` batches for this rank: batches rank, rank + W, ... of a stream of epochs.
+
+    ``epoch()`` returns one pass over the data (a DataLoader; called again for the next
+    pass, e.g. the same shuffling loader, whose generator then gives a new order); every
+    rank must see the same stream (same seed). Every rank gets the same count however
+    many batches an epoch has: DMP's collectives hang when one rank stops stepping
+    before the others, which a single pass would cause once steps x ranks exceeds the
+    batches per epoch.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside a world of {world_size}")
+    i = taken = 0
+    while taken < steps:
+        seen = 0
+        for batch in epoch():
+            seen += 1
+            if i % world_size == rank:
+                yield batch
+                taken += 1
+                if taken == steps:
+                    return
+            i += 1
+        if seen == 0:
+            raise ValueError("an epoch yielded no batches: nothing to train on")

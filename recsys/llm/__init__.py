@@ -7,7 +7,8 @@
 - ``explain.Explainer``: one sentence per item from supplied facts, verified, template fallback.
 - ``conversation.ConversationParser``: message -> ``Constraints`` or a clarifying question.
 - ``accounting.LLMAccounting``: tokens, latency, failures; W&B sample table.
-- ``factory.build_llm_stages``: the stages of one ``configs/llm/*.yaml``.
+- ``factory.build_llm``: the backend (+ adapter, accounting) of one ``configs/llm/*.yaml``; its re-rank and
+  explanation stages are declared in ``configs/pipeline/*.yaml`` and built by ``recsys.pipeline.build``.
 
 Nothing heavy is imported here.
 """

@@ -1,115 +1,137 @@
-"""Conversational constraints: a message becomes ``Constraints`` or one clarifying question.
+"""Conversational constraints: a message becomes ``Constraints`` (+ reference titles) or one question.
 
-Choice (measured, see experiments/ml100k/llm_rerank.md): with a 135M model,
-free-form JSON from the LLM is unreliable (it invents fields and genres), so
-the primary extractor is rule-based over the catalogue's own vocabulary
-(genres, decades, years, negations, counts, quoted words), and the result is
-validated by the ``Constraints`` pydantic schema. The LLM is the fallback for
-messages the rules cannot read: it writes JSON, which is parsed strictly,
-filtered to known genres and validated by the same schema; if that fails too,
-the user gets a clarifying question instead of items. A stronger model
-(``llm=vllm``) can be made primary with ``llm_first=True``.
+Choice (measured, see experiments/conversation.md): with a 135M model the LLM
+is a poor reader of English requests, so the primary extractor is rule-based
+over the catalogue's own vocabulary (``recsys.llm.conversation_rules``) and its
+result is validated by the ``Constraints`` schema. The LLM reads what the
+rules cannot: messages the rules find nothing in, and messages that are not
+English (checked first, by their function words). Its output is constrained
+while decoding to a JSON schema derived from ``Constraints`` (genres as an
+enum of the catalogue's genres; ``llm_schema``) where the backend can enforce
+it (llguidance in the transformers backend, structured outputs in vLLM,
+``response_format`` for OpenAI-compatible servers), and parsed and validated
+strictly either way; if that fails too, the user gets a clarifying question.
+A stronger model (``llm=vllm``) can be made primary with ``llm_first=True``.
 
-Multi-turn state is kept per session id: each turn refines the previous
-constraints (a later "no comedy" removes an earlier "comedy"); "start over"
-clears them. Contradictions inside one message (include and exclude the same
-genre, year_min > year_max) produce a clarifying question.
+Multi-turn state is kept per session id in a ``sessions`` object (``get`` /
+``put`` / ``drop``): :class:`MemorySessions` in this process by default (the most
+recent ``max_sessions``); the server passes ``recsys.serve.sessions.StoreSessions``,
+which keeps them in the feedback store, so any worker can take any turn. Each
+turn refines the previous constraints. Genres named in a follow-up
+replace the earlier ones ("actually a musical instead"), unless it says "also"
+/ "too"; years and counts named again replace the old ones ("only from the
+90s"); exclusions accumulate, and a later include lifts an earlier exclusion
+(and vice versa); "start over" clears everything. Contradictions inside one
+message (include and exclude the same genre, year_min > year_max) produce a
+clarifying question.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
+from recsys.llm.conversation_rules import RuleExtractor, translate
+from recsys.llm.parsing import extract_json_object
 
-# mood words -> genres (the ML vocabulary); only used when the genre is in the catalogue's vocabulary
-MOODS = {
-    "light": ["Comedy"], "funny": ["Comedy"], "fun": ["Comedy"], "comedies": ["Comedy"], "comedy": ["Comedy"],
-    "scary": ["Horror"], "horror": ["Horror"], "romantic": ["Romance"], "romance": ["Romance"],
-    "kids": ["Children's"], "children": ["Children's"], "family": ["Children's"], "animated": ["Animation"],
-    "cartoon": ["Animation"], "thrilling": ["Thriller"], "suspense": ["Thriller"], "sci-fi": ["Sci-Fi"],
-    "scifi": ["Sci-Fi"], "science fiction": ["Sci-Fi"], "space": ["Sci-Fi"], "war": ["War"],
-    "western": ["Western"], "westerns": ["Western"], "musical": ["Musical"], "documentary": ["Documentary"],
-    "crime": ["Crime"], "mystery": ["Mystery"], "action": ["Action"], "adventure": ["Adventure"],
-    "drama": ["Drama"], "dramas": ["Drama"], "noir": ["Film-Noir"], "fantasy": ["Fantasy"],
-}
-_NEG = r"(?:no|not|without|avoid|except|nothing|never|hate|don't want|dont want|skip|exclude|but not)"
-_NUMWORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-_RESET = re.compile(r"\b(start over|reset|forget (that|everything)|new search)\b", re.I)
-
+MAX_WORDS = 20  # quoted words kept per session and list
+_RESET = re.compile(r"\b(start over|start again|reset|forget (that|everything|it)|new search|from scratch)\b", re.I)
+_EN = {"the", "a", "an", "and", "or", "with", "without", "from", "something", "movie", "movies", "film", "films",
+       "want", "like", "me", "some", "i", "no", "not", "more", "please", "show", "give", "any", "about"}
+_FOREIGN = {"je", "une", "un", "des", "les", "le", "la", "pas", "sans", "avec", "veux", "voudrais", "comme", "ça",
+            "années", "ich", "einen", "eine", "nicht", "ohne", "mit", "und", "möchte", "bitte", "keine", "kein",
+            "jahre", "filme", "wie", "der", "die", "das", "quiero", "una", "películas", "sin", "con", "del", "de", "du",
+            "et", "quelque", "chose", "j'ai", "pour", "moi", "est", "ist", "ein", "für", "mir", "etwas", "gern", "el",
+            "los", "algo", "para", "similaire", "ähnlich", "ähnliches", "noch", "mehr", "plus", "encore", "aus", "den"}
 SYSTEM_PARSE = (
-    "Extract movie search constraints from the user's message as JSON with keys include_categories, "
-    "exclude_categories, year_min, year_max, must_have_words, exclude_words. Only use genres from this list: {genres}. "
-    "Answer with JSON only."
+    "You turn a movie request, in any language, into JSON search constraints. Genres must come from this "
+    "list, in English: {genres}. like_titles are movie titles the user names as examples. Use null for years "
+    "and max_results that the user does not give."
 )
+# few-shot turns: English, French and German; the schema forces the shape, these teach the mapping
+EXAMPLES = [
+    ("Je voudrais une comédie des années 90, pas d'horreur",
+     {"include_categories": ["Comedy"], "exclude_categories": ["Horror"], "year_min": 1990, "year_max": 1999,
+      "max_results": None, "like_titles": []}),
+    ("Ich möchte drei Science-Fiction-Filme vor 1980",
+     {"include_categories": ["Sci-Fi"], "exclude_categories": [], "year_min": None, "year_max": 1979,
+      "max_results": 3, "like_titles": []}),
+    ("I adored Casablanca, more of that please",
+     {"include_categories": [], "exclude_categories": [], "year_min": None, "year_max": None,
+      "max_results": None, "like_titles": ["Casablanca"]}),
+]
 
 
 @dataclass
 class Turn:
-    """Result of one message: constraints to search with, or a question to ask."""
+    """Result of one message: constraints (+ reference items) to search with, or a question to ask."""
 
     session_id: str
     constraints: Constraints | None
     question: str | None
-    source: str  # "rules", "llm", "state" or "none"
+    source: str  # "rules", "llm", "llm+rules", "state" or "none"
+    like_items: list[int] = field(default_factory=list)  # item_idx the user named as examples (never returned)
 
 
-class RuleExtractor:
-    """Deterministic message -> constraint fields over a genre vocabulary."""
+class Sessions(Protocol):
+    """Where a conversation's state lives between turns: (constraints, like_items) per session id."""
 
-    def __init__(self, categories: list[str]) -> None:
-        self.categories = list(categories)
-        self.lookup: dict[str, list[str]] = {}
-        known = {c.lower(): c for c in self.categories}
-        for c in self.categories:
-            self.lookup[c.lower()] = [c]
-        for word, cats in MOODS.items():
-            cs = [known[c.lower()] for c in cats if c.lower() in known]
-            if cs:
-                self.lookup.setdefault(word, cs)
+    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None: ...
+    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None: ...
+    def drop(self, session_id: str) -> None: ...
 
-    def extract(self, message: str) -> dict:
-        out: dict = {"include_categories": [], "exclude_categories": [], "must_have_words": [], "exclude_words": []}
-        # quoted words first, then blank them out so a quoted "war" is a word, not the genre
-        for m in re.finditer(r"(" + _NEG + r"\s+)?[\"“]([^\"“”]{2,40})[\"”]", message, re.I):
-            out["exclude_words" if m.group(1) else "must_have_words"].append(m.group(2).strip().lower())
-        message = re.sub(r"[\"“][^\"“”]{2,40}[\"”]", " ", message)
-        text = " " + message.lower().replace("’", "'") + " "
-        for word in sorted(self.lookup, key=len, reverse=True):  # longest first: "science fiction" before "fiction"
-            for m in re.finditer(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", text):
-                before = text[max(0, m.start() - 30) : m.start()]
-                # negation scope: a negator within the last few words, not cut by "but"/"and want"
-                clause = re.split(r"\bbut\b(?!\s+not)|\band\b|[,;.]", before)[-1]
-                neg = re.search(r"\b" + _NEG + r"\b[\w\s'-]*$", clause) is not None
-                key = "exclude_categories" if neg else "include_categories"
-                for c in self.lookup[word]:
-                    if c not in out[key]:
-                        out[key].append(c)
-                text = text[: m.start()] + " " * (m.end() - m.start()) + text[m.end():]  # consume
-        for m in re.finditer(r"\b(?:(19|20)(\d)0|(\d)0)'?s\b", text):  # 1990s / 90s / 90's
-            decade = int((m.group(1) or "19") + (m.group(2) or m.group(3)) + "0") if m.group(1) else 1900 + int(m.group(3)) * 10
-            if decade < 1920:
-                decade += 100
-            out["year_min"], out["year_max"] = decade, decade + 9
-        if m := re.search(r"\bbetween (\d{4}) and (\d{4})\b", text):
-            out["year_min"], out["year_max"] = int(m.group(1)), int(m.group(2))
-        if m := re.search(r"\b(?:after|since|newer than|from) (\d{4})\b", text):
-            out["year_min"] = int(m.group(1)) + (1 if "after" in m.group(0) or "newer" in m.group(0) else 0)
-        if m := re.search(r"\b(?:before|older than|until|up to) (\d{4})\b", text):
-            out["year_max"] = int(m.group(1)) - (0 if "until" in m.group(0) or "up to" in m.group(0) else 1)
-        if m := re.search(r"\b(?:in|from) (\d{4})\b(?!s)", text):
-            if "year_min" not in out and "year_max" not in out:
-                out["year_min"] = out["year_max"] = int(m.group(1))
-        nouns = r"(?:movies|films|titles|picks|options|recommendations|comedies|dramas|thrillers|westerns|musicals|documentaries|cartoons)"
-        # on the unconsumed message: "three romantic comedies" counts although its genre words were consumed above
-        if m := re.search(r"\b(\d{1,3}|" + "|".join(_NUMWORDS) + r")\s+(?:[\w'-]+\s+){0,2}?" + nouns + r"\b", message.lower()):
-            n = m.group(1)
-            out["max_results"] = int(n) if n.isdigit() else _NUMWORDS[n]
-        return {k: v for k, v in out.items() if v not in ([], None)}
+
+class MemorySessions:
+    """Sessions in this process (the most recently used ``max_sessions``): one process only."""
+
+    def __init__(self, max_sessions: int = 10000) -> None:
+        self.max_sessions = int(max_sessions)
+        self._state: OrderedDict[str, tuple[Constraints, list[int]]] = OrderedDict()
+
+    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None:
+        got = self._state.get(session_id)
+        if got is not None:
+            self._state.move_to_end(session_id)
+        return got
+
+    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None:
+        self._state[session_id] = (constraints, list(like))
+        self._state.move_to_end(session_id)
+        while len(self._state) > self.max_sessions:
+            self._state.popitem(last=False)
+
+    def drop(self, session_id: str) -> None:
+        self._state.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
+def llm_schema(categories: list[str]) -> dict:
+    """The ``Constraints`` JSON schema narrowed for decoding: genres as an enum, every key required, no others."""
+    full = Constraints.model_json_schema()["properties"]
+    genre_list = {"type": "array", "items": {"enum": list(categories)}, "maxItems": 4}
+    props = {
+        "include_categories": genre_list, "exclude_categories": genre_list,
+        "year_min": full["year_min"], "year_max": full["year_max"], "max_results": full["max_results"],
+        "like_titles": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 2},
+    }
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False,
+            # llguidance: compact separators (fewer tokens to decode); other engines ignore x- keys
+            "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
+
+
+def looks_foreign(message: str) -> bool:
+    """True when the message has more French/German/Spanish function words than English ones."""
+    words = re.findall(r"[\wäöüßéèêàçñ']+", message.lower())
+    foreign = sum(w in _FOREIGN or bool(re.search(r"[äöüßéèêàçñ]", w)) for w in words)
+    return foreign > sum(w in _EN for w in words)
 
 
 class ConversationParser:
@@ -117,30 +139,41 @@ class ConversationParser:
 
     Args:
         categories: genre vocabulary (``meta.vocabularies["categories"]``).
-        backend: optional ``LLMBackend`` used when the rules find nothing.
+        backend: optional ``LLMBackend`` for what the rules cannot read.
         llm_first: ask the LLM first and fall back to the rules (for strong models).
+        titles: ``{lower-cased core title: item_idx}`` for references ("like Fargo").
+        max_sessions: sessions kept by the default in-process ``MemorySessions``.
+        sessions: where sessions live (``Sessions``; the server's ``StoreSessions`` shares them).
     """
 
-    def __init__(self, categories: list[str], backend=None, llm_first: bool = False,
-                 max_new_tokens: int = 96, accounting=None) -> None:
+    def __init__(self, categories: list[str], backend=None, llm_first: bool = False, max_new_tokens: int = 96,
+                 accounting=None, titles: dict[str, int] | None = None, max_sessions: int = 10000,
+                 sessions: Sessions | None = None) -> None:
         if not categories:
             raise ValueError("ConversationParser needs the genre vocabulary (meta.vocabularies['categories'])")
-        self.rules = RuleExtractor(categories)
         self.categories = list(categories)
+        self.titles = dict(titles or {})
+        self.rules = RuleExtractor(self.categories, self.titles)
         self.backend, self.llm_first, self.max_new_tokens = backend, bool(llm_first), int(max_new_tokens)
         self.accounting = accounting
-        self.sessions: dict[str, Constraints] = {}
+        self.schema = llm_schema(self.categories)
+        self.sessions: Sessions = sessions if sessions is not None else MemorySessions(max_sessions)
 
     # -- LLM fallback ----------------------------------------------------------
+    def prompt(self, message: str) -> list[dict]:
+        msgs = [{"role": "system", "content": SYSTEM_PARSE.format(genres=", ".join(self.categories))}]
+        for text, answer in EXAMPLES:
+            msgs += [{"role": "user", "content": text}, {"role": "assistant", "content": json.dumps(answer)}]
+        return msgs + [{"role": "user", "content": message[:500]}]
+
     def llm_extract(self, message: str) -> dict:
-        """LLM JSON -> known fields with known genres only; {} when unusable."""
+        """LLM JSON (schema-constrained) -> validated fields; {} when there is no backend or it is unusable."""
         if self.backend is None:
             return {}
-        prompt = [{"role": "system", "content": SYSTEM_PARSE.format(genres=", ".join(self.categories))},
-                  {"role": "user", "content": message[:500]}]
+        prompt = self.prompt(message)
         before = self.backend.stats.snapshot()
-        text = self.backend.generate([prompt], max_new_tokens=self.max_new_tokens)[0]
-        fields = parse_constraints_json(text, self.categories)
+        text = self.backend.generate([prompt], max_new_tokens=self.max_new_tokens, json_schema=self.schema)[0]
+        fields = parse_constraints_json(text, self.categories, self.titles)
         if self.accounting is not None:
             after = self.backend.stats.snapshot()
             self.accounting.record_batch(
@@ -150,82 +183,132 @@ class ConversationParser:
                 samples=[(prompt, text)])
         return fields
 
+    def read(self, message: str) -> tuple[dict, str]:
+        """-> (fields, source). A non-English message goes to the LLM first, and the rules read its
+        glossary translation too: a field the rules found wins, the LLM's fill the rest."""
+        if looks_foreign(message):
+            llm = self.llm_extract(message)
+            rules = self.rules.extract(translate(message))
+            fields = {**llm, **rules}
+            source = "+".join(n for n, f in (("llm", llm), ("rules", rules)) if _meaningful(f)) or "none"
+            return fields, source
+        order = [(self.llm_extract, "llm"), (self.rules.extract, "rules")]
+        for extract, name in (order if self.llm_first else order[::-1]):
+            fields = extract(message)
+            if _meaningful(fields):
+                return fields, name
+        return {}, "none"
+
     # -- one turn --------------------------------------------------------------
     def turn(self, session_id: str, message: str) -> Turn:
         if message is None or not str(message).strip():
             return Turn(session_id, None, "What would you like to watch? A genre, a decade or a mood helps.", "none")
         if _RESET.search(message):
-            self.sessions.pop(session_id, None)
+            self.sessions.drop(session_id)
             message = _RESET.sub(" ", message)
-        first, second = (self.llm_extract, self.rules.extract) if self.llm_first else (self.rules.extract, self.llm_extract)
-        fields, source = first(message), "llm" if self.llm_first else "rules"
-        if not fields:
-            fields, source = second(message), "rules" if self.llm_first else "llm"
+        fields, source = self.read(message)
         prev = self.sessions.get(session_id)
-        if not fields:
-            if prev is not None and not prev.is_empty():
-                return Turn(session_id, prev, None, "state")
-            return Turn(session_id, None, "I did not catch what you are looking for: which genre or decade would you like?", "none")
+        if not _meaningful(fields):
+            if prev is not None and (not prev[0].is_empty() or prev[1]):
+                return Turn(session_id, prev[0], None, "state", list(prev[1]))
+            return Turn(session_id, None, "I did not catch what you are looking for: which genre ("
+                        f"{', '.join(self.categories)}) or decade would you like, or a movie you enjoyed?", "none")
+        like = list(fields.pop("like_titles", []))
+        mode = fields.pop("mode", "replace")
         try:
             new = Constraints(**fields)  # contradictions inside one message raise here
         except ValidationError as e:
             return Turn(session_id, None, _question_for(e), source)
-        merged = merge(prev, new)
-        self.sessions[session_id] = merged
-        return Turn(session_id, merged, None, source)
+        merged = merge(prev[0] if prev else None, new, mode)
+        like = like or (list(prev[1]) if prev else [])
+        self.sessions.put(session_id, merged, like)
+        return Turn(session_id, merged, None, source, like)
 
 
-def merge(prev: Constraints | None, new: Constraints) -> Constraints:
-    """Later turn wins: its excludes drop earlier includes and vice versa; years override."""
+def title_index(titles: list[str] | None, popularity=None) -> dict[str, int]:
+    """{lower-cased core title: item_idx} for title references; a title shared by several items names
+    the most watched one."""
+    from recsys.llm.explain import core_title
+
+    out: dict[str, int] = {}
+    for i, t in enumerate(titles or []):
+        key = core_title(t)
+        if key and (key not in out or (popularity is not None and popularity[i] > popularity[out[key]])):
+            out[key] = i
+    return out
+
+
+def _meaningful(fields: dict) -> bool:
+    return any(v not in ([], None, "") for k, v in fields.items() if k != "mode")
+
+
+def merge(prev: Constraints | None, new: Constraints, mode: str = "replace") -> Constraints:
+    """A follow-up turn over the previous state (see the module docstring for the rules)."""
     if prev is None:
         return new
-    inc_new = {c.lower() for c in new.include_categories}
-    exc_new = {c.lower() for c in new.exclude_categories}
-    inc = [c for c in prev.include_categories if c.lower() not in exc_new] + [c for c in new.include_categories if c not in prev.include_categories]
-    exc = [c for c in prev.exclude_categories if c.lower() not in inc_new] + [c for c in new.exclude_categories if c not in prev.exclude_categories]
-    ymin = new.year_min if new.year_min is not None else prev.year_min
-    ymax = new.year_max if new.year_max is not None else prev.year_max
-    if ymin is not None and ymax is not None and ymin > ymax:  # a new range replaces the old one entirely
-        ymin, ymax = new.year_min, new.year_max
+    low = lambda xs: {c.lower() for c in xs}  # noqa: E731
+    new_genres = [*new.include_categories, *new.require_categories]
+    if new_genres and mode != "add":  # named genres replace the earlier ones
+        inc, req = list(new.include_categories), list(new.require_categories)
+    else:
+        inc = list(dict.fromkeys([*prev.include_categories, *new.include_categories]))
+        req = list(dict.fromkeys([*prev.require_categories, *new.require_categories]))
+        if mode == "add" and new_genres and inc and not req:  # "also funny": AND with what was asked
+            inc, req = [], list(dict.fromkeys([*prev.include_categories, *new_genres]))
+    exc_new = low(new.exclude_categories)
+    inc = [c for c in inc if c.lower() not in exc_new]
+    req = [c for c in req if c.lower() not in exc_new]
+    exc = [c for c in prev.exclude_categories if c.lower() not in low(new_genres)] + \
+          [c for c in new.exclude_categories if c.lower() not in low(prev.exclude_categories)]
+    years_named = new.year_min is not None or new.year_max is not None
     return Constraints(
-        include_categories=inc, exclude_categories=exc, year_min=ymin, year_max=ymax,
-        must_have_words=sorted(set(prev.must_have_words) | set(new.must_have_words)),
-        exclude_words=sorted(set(prev.exclude_words) | set(new.exclude_words)),
+        include_categories=inc, require_categories=[c for c in req if c not in inc], exclude_categories=exc,
+        year_min=new.year_min if years_named else prev.year_min, year_max=new.year_max if years_named else prev.year_max,
+        # bounded like a request's lists (RequestConstraints): a session's state stays small
+        must_have_words=sorted(set(prev.must_have_words) | set(new.must_have_words))[:MAX_WORDS],
+        exclude_words=sorted(set(prev.exclude_words) | set(new.exclude_words))[:MAX_WORDS],
         exclude_items=sorted(set(prev.exclude_items) | set(new.exclude_items)),
         max_results=new.max_results if new.max_results is not None else prev.max_results,
     )
 
 
-def parse_constraints_json(text: str, categories: list[str]) -> dict:
-    """Strictly read the first JSON object in ``text``; keep known keys and known genres only."""
-    m = re.search(r"\{.*?\}", str(text or ""), re.S)
-    if not m:
-        return {}
-    try:
-        obj = json.loads(m.group(0))
-    except json.JSONDecodeError:
-        return {}
-    if not isinstance(obj, dict):
+def parse_constraints_json(text: str, categories: list[str], titles: dict[str, int] | None = None) -> dict:
+    """Strictly read the LLM's JSON: the schema's keys only, genres from the vocabulary, years in range.
+
+    Any unknown key, unknown genre or wrongly typed value rejects the whole answer ({}), as a
+    schema-constrained decoder cannot produce them; ``like_titles`` that match no catalogue
+    title are dropped (the model may misspell one), the rest become item_idx.
+    """
+    obj = extract_json_object(text)  # linear time, bounded length and depth, never raises
+    allowed = {"include_categories", "exclude_categories", "year_min", "year_max", "max_results", "like_titles"}
+    if obj is None or set(obj) - allowed:
         return {}
     known = {c.lower(): c for c in categories}
     out: dict = {}
     for key in ("include_categories", "exclude_categories"):
         vals = obj.get(key) or []
-        vals = [vals] if isinstance(vals, str) else vals
-        cs = [known[v.lower()] for v in vals if isinstance(v, str) and v.lower() in known]
-        if cs:
-            out[key] = list(dict.fromkeys(cs))
-    for key in ("year_min", "year_max"):
+        if not isinstance(vals, list) or not all(isinstance(v, str) and v.lower() in known for v in vals):
+            return {}
+        if vals:
+            out[key] = list(dict.fromkeys(known[v.lower()] for v in vals))
+    for key in ("year_min", "year_max", "max_results"):
         v = obj.get(key)
-        if isinstance(v, int) and 1800 <= v <= 2100:
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            return {}
+        if v is not None:
             out[key] = v
-    for key in ("must_have_words", "exclude_words"):
-        vals = obj.get(key) or []
-        ws = [v.strip().lower() for v in (vals if isinstance(vals, list) else []) if isinstance(v, str) and 1 < len(v.strip()) <= 40]
-        if ws:
-            out[key] = ws
+    names = obj.get("like_titles") or []
+    if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
+        return {}
+    from recsys.llm.explain import core_title
+
+    like = [titles[core_title(t)] for t in names if titles and core_title(t) in titles]
+    if like:
+        out["like_titles"] = list(dict.fromkeys(like))
+    if len(out.get("include_categories", [])) > 1:  # several genres named at once are a compound genre
+        out["require_categories"] = out.pop("include_categories")
     try:
-        Constraints(**out)
+        Constraints(**{k: v for k, v in out.items() if k != "like_titles"})
     except ValidationError:
         return {}
     return out

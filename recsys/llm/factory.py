@@ -1,35 +1,56 @@
-"""Build the LLM stages of one ``configs/llm/*.yaml`` choice.
+"""The LLM parts of one ``configs/llm/*.yaml`` choice: its backend, built once, and the conversation parser.
 
-The config names the backend and the stage classes; the data-derived
-arguments (items table, genre vocabulary, item popularity) come from the
-prepared dataset and are injected here, so YAML never repeats them.
+The LLM *stages* (re-rank, explanation) are declared in the pipeline YAML, in
+their place among the other stages; they read their node from this config
+(``${oc.select:llm.rerank,null}``) and are built by the pipeline factory
+(``recsys.pipeline.build.build_recommender``), which injects the backend built
+here and one :class:`LLMAccounting` into every stage that names them. The
+data-derived arguments (items table, genre vocabulary, item popularity) are
+injected too, so YAML never repeats them.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from dataclasses import dataclass
+
+from recsys.llm.accounting import LLMAccounting
 
 
-def build_llm_stages(cfg, items_table: pd.DataFrame, categories: list[str],
-                     item_popularity: np.ndarray | None = None, accounting=None) -> dict:
-    """-> {"backend", "rerank", "explain", "conversation"}; absent stages are None."""
+@dataclass
+class LLMParts:
+    """``backend`` (None: no LLM) and the ``accounting`` its stages record batches in (None without a backend)."""
+
+    name: str
+    backend: object | None = None
+    accounting: LLMAccounting | None = None
+
+
+def build_llm(cfg, backend=None) -> LLMParts:
+    """The backend of ``cfg`` (an ``llm`` node; None = no LLM), with its LoRA ``adapter`` when set.
+
+    ``backend`` given: used instead of building one from ``cfg.backend`` (tests, a shared model).
+    """
     from hydra.utils import instantiate
 
-    backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
-    if backend is not None and cfg.get("adapter"):
-        # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker)
-        from recsys.llm.finetune import load_adapter
+    if cfg is None:
+        return LLMParts("none", backend, LLMAccounting() if backend is not None else None)
+    if backend is None and cfg.get("backend") is not None:
+        backend = instantiate(cfg.backend, _convert_="all")
+        if cfg.get("adapter"):
+            # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker):
+            # vLLM applies it per request on its own engine; transformers merges it into a model copy
+            if hasattr(backend, "with_adapter"):
+                backend = backend.with_adapter(cfg.adapter)
+            else:
+                from recsys.llm.finetune import load_adapter
 
-        backend = load_adapter(backend, cfg.adapter)
-    out = {"backend": backend, "rerank": None, "explain": None, "conversation": None}
-    if cfg.get("rerank") is not None:
-        if backend is None:
-            raise ValueError("llm.rerank needs llm.backend (use llm=none to switch the LLM off)")
-        out["rerank"] = instantiate(cfg.rerank)(backend=backend, items_table=items_table, accounting=accounting)
-    if cfg.get("explain") is not None:
-        out["explain"] = instantiate(cfg.explain)(backend=backend, items_table=items_table,
-                                                  item_popularity=item_popularity, accounting=accounting)
-    if cfg.get("conversation") is not None:
-        out["conversation"] = instantiate(cfg.conversation)(categories=categories, backend=backend, accounting=accounting)
-    return out
+                backend = load_adapter(backend, cfg.adapter)
+    return LLMParts(str(cfg.get("name", "?")), backend, LLMAccounting() if backend is not None else None)
+
+
+def build_conversation(cfg, **objects):
+    """The ``cfg.conversation`` parser (None when absent), given ``categories``, ``backend``, ``accounting``..."""
+    from recsys.core.inject import instantiate_with
+
+    node = cfg.get("conversation") if cfg is not None else None
+    return None if node is None else instantiate_with(node, **objects)

@@ -188,6 +188,8 @@ class LLMReranker:
         info = {"mode": self.mode, "n": k, "parse_failures": fails, "invalid_ids": invalid,
                 "duplicates": dups, "fallback": llm is None and k >= 2, "latency_ms": latency_ms}
         trace["llm_rerank"] = info
+        if info["fallback"]:
+            trace["fallbacks"] = [*trace.get("fallbacks", []), f"llm_rerank: no usable LLM output ({fails} parse failures), order kept"]
         if llm is None:  # parse failure everywhere, or nothing to re-order: keep the order
             return Candidates(c.items, c.scores, c.sources, dict(c.features), c.explanations, trace)
         prev = c.scores[:k]

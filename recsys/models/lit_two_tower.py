@@ -214,11 +214,17 @@ class LitTwoTower(pl.LightningModule):
         self.log("val/loss", self.loss(batch), batch_size=batch.items.numel())
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, trusted: bool = False, **overrides) -> "LitTwoTower":
-        """Loads a checkpoint on CPU; dataset_dir from its hyperparameters (or ``overrides``).
+    def from_checkpoint(cls, path: str | Path | dict, trusted: bool = False, **overrides) -> "LitTwoTower":
+        """Rebuild the model of a checkpoint (a file, or its already-loaded dict) on CPU;
+        dataset_dir from its hyperparameters (or ``overrides``).
 
-        Checkpoints written by this class hold plain types and load with
-        ``weights_only=True``; ``trusted=True`` allows full unpickling (older
-        checkpoints of your own runs whose hparams held a ``Path``).
+        Loads through ``recsys.utils.artifacts.load_torch`` (weights only, the project's
+        allow-list), which is all a checkpoint of this class needs; ``trusted=True`` is the
+        per-command opt-in for a foreign file (full unpickling, with a warning).
         """
-        return cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=not trusted, **overrides)
+        from recsys.utils.artifacts import load_torch
+
+        ckpt = path if isinstance(path, dict) else load_torch(path, trusted=trusted)
+        model = cls(**{**ckpt["hyper_parameters"], **overrides})
+        model.load_state_dict(ckpt["state_dict"])
+        return model

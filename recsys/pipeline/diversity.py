@@ -17,6 +17,7 @@ import numpy as np
 
 from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.catalog import ItemCatalog
+from recsys.pipeline.sizing import DEFAULT_K, SizeSpec, as_size
 
 
 def _rank_scores(k: int) -> np.ndarray:
@@ -69,6 +70,8 @@ def mmr_order(relevance: np.ndarray, similarity: np.ndarray, lambda_: float, k: 
 class MMRDiversifier:
     """Re-order the top ``pool`` candidates by MMR and keep ``k``.
 
+    ``k`` and ``pool`` are sizes (``recsys.pipeline.sizing``): fixed ints, or
+    relative to the request's k, e.g. ``k={times: 2, min: 20}`` keeps max(2k, 20).
     Similarity is the cosine of ``catalog.embeddings`` (text or two-tower item
     embeddings); a catalogue without embeddings falls back to the Jaccard
     overlap of categories (recorded in the trace).
@@ -76,13 +79,13 @@ class MMRDiversifier:
 
     name = "mmr"
 
-    def __init__(self, catalog: ItemCatalog, lambda_: float = 0.7, k: int = 20, pool: int = 100):
+    def __init__(self, catalog: ItemCatalog, lambda_: float = 0.7, k: SizeSpec = 20, pool: SizeSpec = 100):
         if not 0.0 <= lambda_ <= 1.0:
             raise ValueError(f"MMR lambda must be in [0, 1], got {lambda_}")
-        self.catalog, self.lambda_, self.k, self.pool = catalog, lambda_, k, pool
+        self.catalog, self.lambda_, self.k, self.pool = catalog, lambda_, as_size(k), as_size(pool)
 
-    def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
-        cands = cands.head(self.pool)
+    def __call__(self, ctx: UserContext, cands: Candidates, k: int = DEFAULT_K) -> Candidates:
+        cands = cands.head(self.pool(k))
         if len(cands) == 0:
             return cands
         s = cands.scores.astype(np.float64)
@@ -94,7 +97,7 @@ class MMRDiversifier:
         else:
             sim = category_similarity(self.catalog, cands.items)
             cands.trace.setdefault("fallbacks", []).append("mmr: no embeddings, category overlap used")
-        order, gains = mmr_order(rel, sim, self.lambda_, self.k)
+        order, gains = mmr_order(rel, sim, self.lambda_, self.k(k))
         out = cands.take(order)
         out.features["mmr_gain"] = gains
         return out.with_scores(_rank_scores(len(out)))
@@ -106,30 +109,32 @@ class CategoryCap:
     An item counts against each of its categories. With ``strict=False`` a list
     that the caps leave shorter than ``k`` is topped up with the skipped items,
     placed after all the kept ones (and the trace says so); ``strict=True``
-    returns it short.
+    returns it short. ``max_per_category`` and ``k`` are sizes (fixed, or relative
+    to the request's k: ``recsys.pipeline.sizing``).
     """
 
     name = "category_cap"
 
-    def __init__(self, catalog: ItemCatalog, max_per_category: int = 3, k: int = 20, strict: bool = True):
-        if max_per_category < 1:
+    def __init__(self, catalog: ItemCatalog, max_per_category: SizeSpec = 3, k: SizeSpec = 20, strict: bool = True):
+        self.catalog, self.cap, self.k, self.strict = catalog, as_size(max_per_category), as_size(k), strict
+        if self.cap(1) < 1:  # sizes never shrink as k grows: >= 1 at k=1 is >= 1 everywhere
             raise ValueError(f"max_per_category must be >= 1, got {max_per_category}")
-        self.catalog, self.cap, self.k, self.strict = catalog, max_per_category, k, strict
 
-    def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
+    def __call__(self, ctx: UserContext, cands: Candidates, k: int = DEFAULT_K) -> Candidates:
+        keep, cap = self.k(k), self.cap(k)
         counts = np.zeros(len(self.catalog.categories), dtype=np.int64)
         kept, skipped = [], []
         for j, i in enumerate(cands.items):
-            if len(kept) == self.k:
+            if len(kept) == keep:
                 break
             cats = self.catalog.category_ids(int(i))
-            if len(cats) and (counts[cats] >= self.cap).any():
+            if len(cats) and (counts[cats] >= cap).any():
                 skipped.append(j)
                 continue
             counts[cats] += 1
             kept.append(j)
-        if not self.strict and len(kept) < self.k and skipped:
-            top_up = skipped[: self.k - len(kept)]
+        if not self.strict and len(kept) < keep and skipped:
+            top_up = skipped[: keep - len(kept)]
             cands.trace.setdefault("fallbacks", []).append(f"category_cap: topped up {len(top_up)} capped items")
             kept = kept + top_up  # capped items go after every uncapped one
         counts_removed = cands.trace.setdefault("removed", {})

@@ -1,8 +1,9 @@
 """Offline evaluation of a whole pipeline: top-k lists for every test user, then metrics.
 
-The pipeline sees only what a model would see at that point of the split
-(``Recommender(history="test")``: train + valid for test), so the held-out item is
-never filtered as "consumed" nor shown to any stage. The lists go through
+The recommender is the one the server builds (``build_recommender`` over the composed
+serve config, :func:`evaluate_config`), except that it sees only what a model would
+see at that point of the split (``history=test``: train + valid for test), so the
+held-out item is never filtered as "consumed" nor shown to any stage. The lists go through
 ``Evaluator.evaluate_topk`` (accuracy + coverage, intra-list diversity,
 novelty, popularity bias), and the per-request latency is measured around
 the pipeline call.
@@ -35,6 +36,9 @@ def evaluate_pipeline(rec, stage: str = "test", k: int = 10, max_users: int | No
 
     if rec.split is None:
         raise ValueError("evaluate_pipeline needs a Recommender with a split")
+    if rec.info["history"] != stage:
+        raise ValueError(f"evaluating on {stage!r} needs history={stage} (got {rec.info['history']!r}): "
+                         "otherwise the held-out items are part of the users' past")
     part = rec.split.part(stage)
     users = np.unique(part["user_idx"].to_numpy())
     if max_users is not None and len(users) > max_users:
@@ -45,3 +49,16 @@ def evaluate_pipeline(rec, stage: str = "test", k: int = 10, max_users: int | No
     out.update({"latency_ms/p50": float(np.percentile(lat, 50)), "latency_ms/p95": float(np.percentile(lat, 95)),
                 "latency_ms/mean": float(lat.mean()), "short_lists": float((topk < 0).any(1).mean())})
     return out
+
+
+def evaluate_config(overrides=(), stage: str = "test", k: int = 10, max_users: int | None = None, seed: int = 0,
+                    progress: bool = True) -> tuple[dict, object]:
+    """Compose ``configs/serve.yaml`` with ``overrides`` (+ ``history=<stage>``), build it, evaluate it.
+
+    -> (metrics, the Recommender). ``overrides`` are command-line overrides of the server,
+    e.g. ``["pipeline.stages.mmr=null", "llm=smollm2", "dataset_dir=data/ml100k"]``.
+    """
+    from recsys.pipeline.build import build_recommender, compose_serve
+
+    rec = build_recommender(compose_serve([*overrides, f"history={stage}"]))
+    return evaluate_pipeline(rec, stage, k=k, max_users=max_users, seed=seed, progress=progress), rec

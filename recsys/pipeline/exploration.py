@@ -25,6 +25,7 @@ import numpy as np
 
 from recsys.core.candidates import Candidates, UserContext
 from recsys.pipeline.catalog import ItemCatalog
+from recsys.pipeline.sizing import DEFAULT_K, SizeSpec, as_size
 
 
 class BetaBernoulliTS:
@@ -112,10 +113,14 @@ class ThompsonExploration:
     placed among them, then the candidates that were not picked (so a later
     stage still has a pool; the pipeline cuts the list to its ``k``).
 
+    Sizes (``recsys.pipeline.sizing``) are fixed ints or relative to the request's k,
+    which the pipeline passes at call time, so the slots always fall within the
+    list the user gets (``k=5`` has its explored item at position 5, not 10).
+
     Args:
         catalog: item attributes (embeddings for the linear variant).
-        n_slots: how many slots explore (0 switches it off without removing it).
-        k: the final list length the slots are counted in.
+        n_slots: how many slots explore (0 switches it off without removing it), at most the list length.
+        k: the final list length the slots are counted in (default: the request's k).
         pool: how many candidates below the exploit part may be explored.
         variant: ``beta`` (per item) or ``linear`` (contextual).
         positions: ``end`` puts explored items last; ``spread`` interleaves them
@@ -124,16 +129,17 @@ class ThompsonExploration:
 
     name = "exploration"
 
-    def __init__(self, catalog: ItemCatalog, n_slots: int = 2, k: int = 10, pool: int = 50,
+    def __init__(self, catalog: ItemCatalog, n_slots: SizeSpec = 2, k: SizeSpec | None = None, pool: SizeSpec = 50,
                  variant: str = "beta", positions: str = "spread", prior_alpha: float = 1.0,
                  prior_beta: float = 1.0, reg: float = 1.0, v: float = 0.5, seed: int = 0):
-        if not 0 <= n_slots <= k:
+        self.n_slots, self.k, self.pool = as_size(n_slots), as_size({} if k is None else k), as_size(pool)
+        if isinstance(n_slots, int) and isinstance(k, int) and not 0 <= n_slots <= k:
             raise ValueError(f"n_slots must be in [0, k={k}], got {n_slots}")
         if variant not in ("beta", "linear"):
             raise ValueError(f"variant must be 'beta' or 'linear', got {variant!r}")
         if positions not in ("end", "spread"):
             raise ValueError(f"positions must be 'end' or 'spread', got {positions!r}")
-        self.catalog, self.n_slots, self.k, self.pool = catalog, n_slots, k, pool
+        self.catalog = catalog
         self.variant, self.positions = variant, positions
         if variant == "beta":
             self.bandit = BetaBernoulliTS(len(catalog), prior_alpha, prior_beta, seed)
@@ -144,15 +150,17 @@ class ThompsonExploration:
     def _arms(self, ctx: UserContext, items: np.ndarray):
         return items if self.variant == "beta" else user_item_features(self.catalog, ctx, items)
 
-    def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
-        n_exploit = self.k - self.n_slots
-        rest = np.arange(n_exploit, min(len(cands), n_exploit + self.pool))
+    def __call__(self, ctx: UserContext, cands: Candidates, k: int = DEFAULT_K) -> Candidates:
+        list_k = self.k(k)
+        n_slots = min(self.n_slots(k), list_k)
+        n_exploit = list_k - n_slots
+        rest = np.arange(n_exploit, min(len(cands), n_exploit + self.pool(k)))
         flag = np.zeros(len(cands), dtype=bool)
-        if self.n_slots == 0 or len(rest) == 0:
+        if n_slots == 0 or len(rest) == 0:
             cands.features["explored"] = flag
             return cands
         drawn = self.bandit.sample(self._arms(ctx, cands.items[rest]))  # (|rest|,)
-        picked = rest[np.argsort(-drawn, kind="stable")[: self.n_slots]]
+        picked = rest[np.argsort(-drawn, kind="stable")[:n_slots]]
         exploit = list(range(min(n_exploit, len(cands))))
         order = exploit + list(picked) if self.positions == "end" else _spread(exploit, list(picked))
         flag[picked] = True

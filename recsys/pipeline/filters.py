@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.core.candidates import Candidates, UserContext
+from recsys.core.candidates import Candidates, Constraints, UserContext
 from recsys.pipeline.catalog import ItemCatalog
 
 
@@ -47,7 +47,9 @@ class AgeFilter:
     ``ctx.demographics["age"]``; when it is missing (cold start, a user who did
     not say), ``unknown_age`` is assumed: the default 0 shows only items rated
     for everyone, the conservative choice; set it to ``adult_age`` to trust
-    unknown users instead.
+    unknown users instead. Because that rule is one the user did not ask for,
+    a request whose genres (constraints or onboarding) it hides is told so in
+    ``trace["warnings"]`` (ML-100K rates every Horror film 18).
     """
 
     name = "age_restricted"
@@ -62,11 +64,24 @@ class AgeFilter:
         except (TypeError, ValueError):
             return self.unknown_age
 
+    @staticmethod
+    def age_known(ctx: UserContext) -> bool:
+        return ctx.demographics.get("age") is not None
+
     def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
         age = self.user_age(ctx)
         if age >= self.adult_age:
             return _apply(self.name, cands, np.ones(len(cands), dtype=bool))
-        return _apply(self.name, cands, self.catalog.age_rating[cands.items] <= age)
+        keep = self.catalog.age_rating[cands.items] <= age
+        asked = [*ctx.constraints.include_categories, *ctx.constraints.require_categories, *ctx.onboarding_categories]
+        if asked and not keep.all() and not self.age_known(ctx):
+            ids = [i for i in (self.catalog.category_id(n) for n in asked) if i is not None]
+            hidden = self.catalog.has_any_category(cands.items[~keep], ids)
+            if hidden.any():
+                cands.trace.setdefault("warnings", []).append(
+                    f"{int(hidden.sum())} items of the genres you asked for are rated above age {age} and are hidden "
+                    f"because your age is unknown; give your age to see them")
+        return _apply(self.name, cands, keep)
 
 
 class ConsumedFilter:
@@ -96,47 +111,173 @@ class NegativeFeedbackFilter:
 class ConstraintFilter:
     """Apply the caller's :class:`Constraints` (categories, years, words, excluded items).
 
-    Category names unknown to the catalogue match nothing: an unknown
-    ``include_categories`` entry therefore filters everything out (the caller
-    asked for something that does not exist), an unknown exclusion removes
-    nothing. Words match case-insensitively as substrings of title + text.
-    An item of unknown year (-1) fails any year bound.
+    ``include_categories`` keeps items with at least one of them (OR),
+    ``require_categories`` items with every one of them (AND: "romantic comedy").
+    A request naming a genre the catalogue does not have is refused before the
+    pipeline runs (``check_categories``, called by ``Recommender.recommend``; the
+    server answers 422 with the valid genres); here, for a caller that skips it,
+    an unknown name matches nothing (an unknown exclusion removes nothing). Words match
+    case-insensitively as substrings of title + text. An item of unknown year
+    (-1) fails any year bound.
+
+    ``mask`` is vectorised over any item set (a (N, C) category matrix built once),
+    so the same rule selects from the whole catalogue (``recsys.pipeline.constrained``).
     """
 
     name = "constraints"
 
     def __init__(self, catalog: ItemCatalog):
         self.catalog = catalog
+        self._onehot: np.ndarray | None = None
+        self._texts: np.ndarray | None = None
 
-    def mask(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
-        """(K,) bool: which items satisfy every constraint."""
-        c, cat = ctx.constraints, self.catalog
-        keep = np.ones(len(items), dtype=bool)
+    def onehot(self) -> np.ndarray:
+        """(N, C) bool: item has category c."""
+        if self._onehot is None:
+            cat = self.catalog
+            rows = np.repeat(np.arange(len(cat)), np.diff(cat.cat_offsets))
+            m = np.zeros((len(cat), len(cat.categories)), dtype=bool)
+            m[rows, cat.cat_ids] = True
+            self._onehot = m
+        return self._onehot
+
+    def _ids(self, names) -> tuple[list[int], list[str]]:
+        ids = [self.catalog.category_id(n) for n in names]
+        return [i for i in ids if i is not None], [n for n, i in zip(names, ids) if i is None]
+
+    def parts(self, c: Constraints, items: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(description, (K,) bool) per constraint, in a fixed order: what each one alone keeps."""
+        cat, out = self.catalog, []
         if c.exclude_items:
-            keep &= ~np.isin(items, np.asarray(c.exclude_items, dtype=np.int64))
+            out.append(("excluded items", ~np.isin(items, np.asarray(c.exclude_items, dtype=np.int64))))
+        onehot = self.onehot()[items]  # (K, C)
         if c.include_categories:
-            ids = [i for i in (cat.category_id(n) for n in c.include_categories) if i is not None]
-            keep &= cat.has_any_category(items, ids)
+            ids, unknown = self._ids(c.include_categories)
+            out.append((" or ".join(c.include_categories), onehot[:, ids].any(1) if ids else np.zeros(len(items), bool)))
+        for name in c.require_categories:
+            ids, _ = self._ids([name])
+            out.append((name, onehot[:, ids[0]] if ids else np.zeros(len(items), bool)))
         if c.exclude_categories:
-            ids = [i for i in (cat.category_id(n) for n in c.exclude_categories) if i is not None]
-            keep &= ~cat.has_any_category(items, ids)
+            ids, _ = self._ids(c.exclude_categories)
+            out.append(("not " + " or ".join(c.exclude_categories), ~onehot[:, ids].any(1) if ids else np.ones(len(items), bool)))
         year = cat.year[items]
-        if c.year_min is not None:
-            keep &= (year >= c.year_min)
-        if c.year_max is not None:
-            keep &= (year >= 0) & (year <= c.year_max)
+        if c.year_min is not None or c.year_max is not None:
+            lo = c.year_min if c.year_min is not None else 0
+            hi = c.year_max if c.year_max is not None else 10 ** 6
+            desc = f"years {c.year_min or '...'}-{c.year_max or '...'}"
+            out.append((desc, (year >= max(lo, 0)) & (year <= hi)))
         if c.must_have_words or c.exclude_words:
-            must = [w.lower() for w in c.must_have_words]
-            never = [w.lower() for w in c.exclude_words]
-            for j in np.flatnonzero(keep):
-                text = cat.text_of(int(items[j]))
-                keep[j] = all(w in text for w in must) and not any(w in text for w in never)
+            texts = self.texts()[items]
+            for w in c.must_have_words:
+                out.append((f'the word "{w}"', np.char.find(texts, w.lower()) >= 0))
+            for w in c.exclude_words:
+                out.append((f'no "{w}"', np.char.find(texts, w.lower()) < 0))
+        return out
+
+    def texts(self) -> np.ndarray:
+        if self._texts is None:
+            self._texts = np.array([self.catalog.text_of(i) for i in range(len(self.catalog))], dtype=str)
+        return self._texts
+
+    def mask(self, ctx: UserContext | Constraints, items: np.ndarray) -> np.ndarray:
+        """(K,) bool: which items satisfy every constraint."""
+        c = ctx.constraints if isinstance(ctx, UserContext) else ctx
+        items = np.asarray(items, np.int64)
+        keep = np.ones(len(items), dtype=bool)
+        for _, m in self.parts(c, items):
+            keep &= m
         return keep
 
     def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
         if ctx.constraints.is_empty():
             return _apply(self.name, cands, np.ones(len(cands), dtype=bool))
         return _apply(self.name, cands, self.mask(ctx, cands.items))
+
+
+class UnknownCategoryError(ValueError):
+    """A request names genres the catalogue does not have.
+
+    ``fields``: where, as request locations (``constraints.include_categories[1]``,
+    ``onboarding_categories[0]``; the names themselves are not repeated: the
+    message never echoes the input); ``valid``: the catalogue's vocabulary.
+    """
+
+    def __init__(self, fields: list[str], valid: list[str]):
+        self.fields, self.valid = list(fields), list(valid)
+        shown = ", ".join(self.fields[:8]) + (f" (+{len(self.fields) - 8} more)" if len(self.fields) > 8 else "")
+        super().__init__(f"unknown genre at {shown}; valid genres: {', '.join(self.valid)}")
+
+
+CATEGORY_FIELDS = ("include_categories", "require_categories", "exclude_categories")
+
+
+def check_categories(catalog: ItemCatalog, constraints: Constraints | None = None, onboarding_categories=()) -> None:
+    """Raise :class:`UnknownCategoryError` when a genre of the request is not in ``catalog.categories``
+    (case-insensitive). The one check of a request's genres (``Recommender.recommend`` calls it)."""
+    where = [f"constraints.{key}[{j}]" for key in CATEGORY_FIELDS
+             for j, name in enumerate(getattr(constraints, key) if constraints is not None else [])
+             if catalog.category_id(str(name)) is None]
+    where += [f"onboarding_categories[{j}]" for j, name in enumerate(onboarding_categories)
+              if catalog.category_id(str(name)) is None]
+    if where:
+        raise UnknownCategoryError(where, catalog.categories)
+
+
+def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = None) -> str | None:
+    """The constraint that leaves no item of the whole catalogue, as words; None when some remain.
+
+    Constraints are applied one by one in ``ConstraintFilter.parts`` order, then the
+    rules the user did not ask for (availability, the age rule, already seen); the
+    first one after which nothing is left is the one named.
+    """
+    items = np.arange(len(catalog))
+    keep = np.ones(len(items), dtype=bool)
+    parts = ConstraintFilter(catalog).parts(ctx.constraints, items)
+    parts.append(("available", catalog.available.astype(bool)))
+    if age is not None and age.user_age(ctx) < age.adult_age:
+        parts.append((f"the age rule (unknown age counts as {age.user_age(ctx)})" if not age.age_known(ctx)
+                      else f"the age rule (age {age.user_age(ctx)})", catalog.age_rating <= age.user_age(ctx)))
+    seen = np.concatenate([ctx.history, ctx.session, ctx.negative_items]).astype(np.int64)
+    parts.append(("not already seen", ~np.isin(items, seen)))
+    for i, (desc, m) in enumerate(parts):
+        if keep.any() and not (keep & m).any():
+            before = " and ".join(d for d, _ in parts[:i]) or "the catalogue"
+            return f"{desc} (none of the {int(keep.sum())} items matching {before})"
+        keep &= m
+    return None
+
+
+def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int,
+              k: int | None = None) -> tuple[str | None, list[str]]:
+    """What a conversation reply says about a list: (a question when it is empty, notes).
+
+    ``stages`` are the pipeline's stages (the ``AgeFilter`` among them is the rule the user did not
+    ask for). Empty list: the question names the constraint that emptied it (``why_empty``). The
+    notes say how many requested items the age rule hides for a user of unknown age, and, when a
+    constrained list is shorter than the ``k`` asked for, how many catalogue items match at all.
+    """
+    age = next((s for s in stages if isinstance(s, AgeFilter)), None)
+    notes = []
+    if k is not None and 0 < n_returned < k and not ctx.constraints.is_empty():
+        items = np.flatnonzero(catalog.available.astype(bool))
+        n_match = int(ConstraintFilter(catalog).mask(ctx.constraints, items).sum())
+        notes.append(f"{n_returned} of the {k} asked for: {n_match} items of the catalogue match the request")
+    if age is not None and not age.age_known(ctx) and age.user_age(ctx) < age.adult_age:
+        rule = ConstraintFilter(catalog)
+        items = np.flatnonzero(catalog.available.astype(bool))
+        wanted = [*ctx.constraints.include_categories, *ctx.constraints.require_categories, *ctx.onboarding_categories]
+        if wanted:
+            match = items[rule.mask(ctx.constraints, items)]
+            hidden = int((catalog.age_rating[match] > age.user_age(ctx)).sum())
+            if hidden:
+                notes.append(f"{hidden} of the {len(match)} matching items are rated above age {age.user_age(ctx)} "
+                             "and hidden because your age is unknown")
+    if n_returned > 0:
+        return None, notes
+    reason = why_empty(catalog, ctx, age)
+    if reason is None:
+        return "Nothing came back for that request: could you loosen it a little?", notes
+    return f"Nothing matches {reason}. Should I drop or change that part of the request?", notes
 
 
 def violations(catalog: ItemCatalog, ctx: UserContext, items: np.ndarray, adult_age: int = 18,
@@ -152,6 +293,7 @@ def violations(catalog: ItemCatalog, ctx: UserContext, items: np.ndarray, adult_
     negative = set(ctx.negative_items.tolist())
     c = ctx.constraints
     inc = {n.lower() for n in c.include_categories}
+    req = {n.lower() for n in c.require_categories}
     exc = {n.lower() for n in c.exclude_categories}
     for i in map(int, items):
         cats = {n.lower() for n in catalog.category_names(i)}
@@ -164,6 +306,7 @@ def violations(catalog: ItemCatalog, ctx: UserContext, items: np.ndarray, adult_
             "negative": i in negative,
             "excluded item": i in set(c.exclude_items),
             "include_categories": bool(inc) and not (cats & inc),
+            "require_categories": not req <= cats,
             "exclude_categories": bool(cats & exc),
             "year_min": c.year_min is not None and year < c.year_min,
             "year_max": c.year_max is not None and not (0 <= year <= c.year_max),

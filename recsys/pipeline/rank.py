@@ -1,24 +1,21 @@
-"""Ranking stage: score ~1,000 merged candidates with a DLRM-style model, keep the top ``keep``.
+"""Ranking stage: re-rank the top ``n_rank`` merged candidates with a trained DLRM / DCN-v2 ranker.
 
-The model is ``recsys.models.dlrm.DLRM`` (Naumov et al., "Deep Learning
-Recommendation Model for Personalization and Recommendation Systems", 2019):
-``forward(dense (K, F_d), sparse KJT with K rows) -> (K,) logits``. This stage
-only builds one request's features and calls it; training lives in
-``recsys.models.lit_ranker`` / ``recsys.ranking``.
+The model is ``recsys.models.lit_ranker.LitRanker`` around ``recsys.models.dlrm.DLRM``
+(Naumov et al. 2019; DCN-v2: Wang et al. 2021). Its inputs are computed by the ranker's
+feature contract, ``recsys.ranking.features.RankerFeatures.compute(ctx, cands)``, the same
+call that built its training rows, so the stage must come right after the merger (the
+features read the merged order and each source's ``<s>_score`` / ``<s>_rank``).
 
-Features per candidate row (K rows, one user):
+Output: the scored candidates by descending logit (``features["rank_score"]``), then the
+rest of the merged list in merged order below them (so later filters still have a pool),
+cut to ``keep`` when set. The stage reports in the trace dict it is handed (the pipeline files
+it under ``stages.ranker``): ``scored`` rows and ``missing_sources``; a source the ranker was
+trained with but the pipeline lacks reads as "not proposed" for every item, and is a fallback.
 
-    sparse  user      [user_idx + 1]  (0 = unknown user: its own table row)
-            item      [item_idx]
-            category  the item's category ids (a bag, sum-pooled)
-    dense   log1p(popularity), and each ``<source>_score`` feature the merger
-            kept (NaN where a source did not propose the item -> 0, plus a
-            0/1 "proposed" indicator per source), in ``dense_features`` order
-
-KJT layout (keys in the model's feature order, here F = 3)::
-
-    keys     user          item          category
-    lengths  1 1 ... 1     1 1 ... 1     |cats(i_1)| ... |cats(i_K)|
+``dlrm_stage(ranker, ...)`` builds the stage from the ``ranker`` artifact of the pipeline config
+(``configs/pipeline/two_tower_dlrm.yaml``): a ranker training run's ``<run_dir>/model/``
+(``python -m recsys.train experiment=ml100k/dlrm``), loaded and checked against the served
+dataset and two-tower run by ``recsys.ranking.artifact.load_ranker_run``.
 """
 
 from __future__ import annotations
@@ -27,60 +24,60 @@ import numpy as np
 import torch
 
 from recsys.core.candidates import Candidates, UserContext
-from recsys.pipeline.catalog import ItemCatalog
-from recsys.ranking.features import gather_ranges
-
-
-def ranker_cardinalities(n_users: int, n_items: int, n_categories: int) -> dict[str, int]:
-    """Table sizes the stage's features need (user has one extra row for unknown users)."""
-    return {"user": n_users + 1, "item": n_items, "category": max(n_categories, 1)}
 
 
 class DLRMRankStage:
     """Args:
-        model: a DLRM whose ``feature_names`` are ``user``, ``item``, ``category`` and whose
-            dense input has ``1 + 2 * len(sources)`` features.
-        catalog: item categories and popularity.
-        sources: the candidate source names whose scores are dense features.
-        keep: how many candidates survive (~100).
+        model: a trained ``LitRanker`` (its dense/sparse inputs are ``features``' output).
+        features: the ``RankerFeatures`` of the serving data (same spec as at training).
+        keep: how many candidates leave the stage (None = all).
     """
 
     name = "ranker"
 
-    def __init__(self, model, catalog: ItemCatalog, sources: list[str], keep: int = 100):
-        if list(model.feature_names) != ["user", "item", "category"]:
-            raise ValueError(f"ranker model features {model.feature_names}, expected ['user', 'item', 'category']")
-        self.model, self.catalog, self.sources, self.keep = model.eval(), catalog, list(sources), keep
-        pop = catalog.popularity if catalog.popularity is not None else np.zeros(len(catalog), np.float32)
-        self.log_pop = np.log1p(pop).astype(np.float32)
+    def __init__(self, model, features, keep: int | None = None) -> None:
+        hp = getattr(model, "hparams", {})
+        card = features.cardinalities()
+        if "cardinalities" in hp and list(dict(hp["cardinalities"]).items()) != list(card.items()):  # order = F order
+            raise ValueError(f"ranker tables {dict(hp['cardinalities'])} do not match the feature contract's {card}")
+        if "num_dense_features" in hp and hp["num_dense_features"] != features.num_dense:
+            raise ValueError(f"ranker takes {hp['num_dense_features']} dense features, the contract gives {features.num_dense}")
+        self.model, self.features, self.keep = model.eval(), features, keep
 
-    def dense(self, cands: Candidates) -> np.ndarray:
-        """(K, 1 + 2S) float32."""
-        cols = [self.log_pop[cands.items]]
-        for s in self.sources:
-            v = cands.features.get(f"{s}_score")
-            v = np.full(len(cands), np.nan, np.float32) if v is None else np.asarray(v, np.float32)
-            proposed = np.isfinite(v)
-            cols += [np.where(proposed, v, 0.0), proposed.astype(np.float32)]
-        return np.stack(cols, axis=1).astype(np.float32)
-
-    def sparse(self, ctx: UserContext, cands: Candidates):
-        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-
-        k = len(cands)
-        user = np.full(k, 0 if ctx.user_idx is None else ctx.user_idx + 1, np.int64)
-        starts, ends = self.catalog.cat_offsets[cands.items], self.catalog.cat_offsets[cands.items + 1]
-        cat_len = (ends - starts).astype(np.int64)
-        cats = self.catalog.cat_ids[gather_ranges(starts, cat_len)]
-        values = np.concatenate([user, cands.items, cats.astype(np.int64)])
-        lengths = np.concatenate([np.ones(2 * k, np.int64), cat_len])
-        return KeyedJaggedTensor.from_lengths_sync(keys=["user", "item", "category"], values=torch.from_numpy(values),
-                                                   lengths=torch.from_numpy(lengths))
+    def rows(self, ctx: UserContext, cands: Candidates):
+        """The ranker's input rows for this request (what training computed for the same request)."""
+        return self.features.compute(ctx, cands)
 
     @torch.no_grad()
     def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
         if len(cands) == 0:
             return cands
-        logits = self.model(torch.from_numpy(self.dense(cands)), self.sparse(ctx, cands))  # (K,)
-        scores = torch.sigmoid(logits).numpy().astype(np.float32)
-        return cands.with_scores(scores, feature="rank_score").sorted().head(self.keep)
+        rows = self.rows(ctx, cands)
+        logits = self.model(*rows.tensors().batch()).float().numpy()  # (K',)
+        n = len(rows)
+        order = np.argsort(-logits, kind="stable")
+        out = cands.take(np.concatenate([order, np.arange(n, len(cands))]))
+        tail = len(cands) - n
+        scores = np.concatenate([logits[order], logits.min() - 1.0 - np.arange(tail, dtype=np.float32)])
+        rank_score = np.concatenate([logits[order], np.full(tail, np.nan, np.float32)])
+        out = out.with_scores(scores.astype(np.float32))
+        out.features["rank_score"] = rank_score.astype(np.float32)
+        missing = [s for s in self.features.spec.sources if f"{s}_rank" not in cands.features]
+        out.trace.update(scored=n, missing_sources=missing)
+        if missing:
+            out.trace["fallbacks"] = [f"ranker: no {', '.join(missing)} source in this pipeline; read as not proposed"]
+        return out.head(self.keep) if self.keep is not None else out
+
+
+def dlrm_stage(ranker, dataset, interactions, text_emb=None, keep: int | None = None) -> DLRMRankStage:
+    """The rank stage of a saved ranker (the ``ranker`` artifact: ``recsys.ranking.artifact.load_ranker_run``,
+    which checked it against the served dataset and two-tower), on the serving data.
+
+    ``ranker``, ``dataset``, ``interactions`` (the visible past) and ``text_emb`` are injected by
+    the pipeline factory (``recsys.pipeline.recommender``).
+    """
+    from recsys.ranking.features import RankerFeatures
+
+    if ranker is None:
+        raise ValueError("the DLRM rank stage needs the ranker artifact (configs/pipeline/two_tower_dlrm.yaml)")
+    return DLRMRankStage(ranker.model, RankerFeatures(ranker.spec, dataset, interactions, text_emb), keep=keep)

@@ -1,12 +1,15 @@
 """A ready-to-query recommender: a prepared dataset + a pipeline config.
 
-Loads ``<dataset_dir>`` (the canonical tables, ``item_text_emb.npy`` when
-present), builds the :class:`ItemCatalog` and :class:`ContextBuilder`, then
-the pipeline from its config, handing data-derived objects to the sources and
+Built by :func:`recsys.pipeline.build.build_recommender` (the one factory that the
+server, ``python -m recsys.recommend`` and offline evaluation share). Loads
+``<dataset_dir>`` (the canonical tables, ``item_text_emb.npy`` when present),
+builds the :class:`ItemCatalog` and :class:`ContextBuilder`, then the pipeline
+from its config, handing data-derived objects to the artifacts, sources and
 stages that ask for them by constructor name (see :func:`build_pipeline`):
 
-    catalog, items_table, interactions, n_items, item_categories, text_emb,
+    catalog, items_table, interactions, n_items, item_categories, item_popularity, text_emb,
     emb (item embeddings for item-to-item neighbours), dataset, split, meta, dataset_dir
+    (+ whatever the caller adds: the LLM ``backend`` and ``accounting``, trained models)
 
 ``history`` selects what counts as the users' past: ``all`` interactions
 (serving), or ``valid``/``test`` (offline evaluation: train, or train+valid,
@@ -23,7 +26,9 @@ import numpy as np
 from recsys.core.candidates import Candidates, Constraints
 from recsys.pipeline.catalog import ItemCatalog
 from recsys.pipeline.context import ContextBuilder
+from recsys.pipeline.filters import check_categories
 from recsys.pipeline.pipeline import Pipeline, build_pipeline
+from recsys.pipeline.similar import build_similar
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +59,19 @@ class Recommender:
         else:
             raise ValueError(f"history must be all, valid or test, got {history!r}")
         self.interactions = inter
-        n = self.dataset.meta.n_items
-        emb_path = self.dataset_dir / "item_text_emb.npy"
-        self.text_emb = np.load(emb_path).astype(np.float32) if emb_path.exists() else None
+        self.text_emb = load_text_embeddings(self.dataset_dir)
         if self.text_emb is None:
-            log.warning("%s not found: MMR falls back to category overlap, content source is unavailable", emb_path)
-        popularity = np.bincount(inter["item_idx"].to_numpy(np.int64), minlength=n).astype(np.float32)
-        self.catalog = ItemCatalog.from_items(self.dataset.items, embeddings=self.text_emb, popularity=popularity)
+            log.warning("%s not found: MMR falls back to category overlap, content source is unavailable",
+                        self.dataset_dir / "item_text_emb.npy")
+        self.objects = {**pipeline_objects(self.dataset, inter, self.split, self.dataset_dir, self.text_emb), **(objects or {})}
+        self.catalog = self.objects["catalog"]
         self.contexts = ContextBuilder(inter, self.dataset.users, negative_threshold)
-        items = self.dataset.items.sort_values("item_idx")
-        self.item_ids = items["item_id"].astype(str).tolist()
+        self.item_ids = self.objects["items_table"]["item_id"].astype(str).tolist()
         self._item_by_id = {iid: j for j, iid in enumerate(self.item_ids)}
-        self.objects = dict(
-            catalog=self.catalog, items_table=items, interactions=inter, n_items=n,
-            item_categories=[list(c) for c in items["categories"]], text_emb=self.text_emb, emb=self.text_emb,
-            dataset=self.dataset, split=self.split, meta=self.dataset.meta, dataset_dir=self.dataset_dir,
-            **(objects or {}),
-        )
         self.pipeline: Pipeline = build_pipeline(pipeline, **self.objects)
+        self.info = {"dataset_dir": str(self.dataset_dir), "history": history, "split": split,
+                     "artifacts": _artifact_paths(pipeline)}
+        self.similar_items = build_similar(pipeline.get("similar"), self.catalog, self.pipeline.sources)
 
     # ---- ids -----------------------------------------------------------------------
     def item_idx(self, item_id: str) -> int | None:
@@ -79,29 +79,20 @@ class Recommender:
 
     # ---- requests ------------------------------------------------------------------
     def recommend(self, user_idx: int | None, k: int | None = None, session=(), constraints: Constraints | None = None,
-                  query: str | None = None, onboarding_categories=(), demographics: dict | None = None) -> tuple[Candidates, object]:
-        """-> (final candidates, the UserContext used). Unknown users take the cold-start path."""
-        ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics)
+                  query: str | None = None, onboarding_categories=(), demographics: dict | None = None,
+                  user_id: str | None = None) -> tuple[Candidates, object]:
+        """-> (final candidates, the UserContext used). Unknown users take the cold-start path
+        (with their live feedback, found by the external ``user_id``). A genre the catalogue does not
+        have raises ``recsys.pipeline.filters.UnknownCategoryError`` (naming the valid genres)."""
+        check_categories(self.catalog, constraints, onboarding_categories)
+        ctx = self.contexts.build(user_idx, session, constraints, query, onboarding_categories, demographics, user_id)
         return self.pipeline(ctx, k), ctx
 
     def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Items nearest to ``item`` by embedding cosine (category overlap without embeddings) -> (items, scores)."""
-        if not 0 <= item < len(self.catalog):
-            raise IndexError(f"item_idx {item} out of range [0, {len(self.catalog)})")
-        if self.catalog.embeddings is not None:
-            scores = self.catalog.embeddings @ self.catalog.embeddings[item]  # (N,)
-        else:
-            from recsys.pipeline.diversity import category_similarity
+        """Items similar to ``item`` -> (items, scores): ``recsys.pipeline.similar`` (behaviour, then content)."""
+        return self.similar_items(item, k)
 
-            scores = category_similarity(self.catalog, np.r_[item, np.arange(len(self.catalog))])[0, 1:]
-        scores = scores.astype(np.float32).copy()
-        scores[item] = -np.inf
-        scores[~self.catalog.available] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        top = top[np.isfinite(scores[top])]
-        return top, scores[top]
-
-    def observe(self, user_idx: int | None, items, rewards, positive=None) -> None:
+    def observe(self, user_idx: int | None, items, rewards, positive=None, user_id: str | None = None) -> None:
         """Feedback for shown items: the bandit learns (reward 0/1) and the user's context updates.
 
         ``positive`` (per item, optional) marks consumption (True), dislike (False) or a
@@ -112,10 +103,31 @@ class Recommender:
         for stage in self.pipeline.stages.values():
             if hasattr(stage, "update"):
                 stage.update(ctx, items, np.asarray(rewards, np.float64))
-        if user_idx is not None and self.contexts.knows(user_idx) and positive is not None:
+        key = self.contexts.user_id(user_idx) if self.contexts.knows(user_idx) else user_id
+        if key is not None and positive is not None:
             for i, p in zip(items.tolist(), positive):
                 if p is not None:
-                    self.contexts.add_feedback(user_idx, i, positive=bool(p))
+                    self.contexts.add_feedback(key, i, positive=bool(p))
+
+
+def load_text_embeddings(dataset_dir: str | Path) -> np.ndarray | None:
+    """``<dataset_dir>/item_text_emb.npy`` as float32, or None when the dataset was prepared without it."""
+    path = Path(dataset_dir) / "item_text_emb.npy"
+    return np.load(path).astype(np.float32) if path.exists() else None
+
+
+def pipeline_objects(dataset, interactions, split, dataset_dir, text_emb: np.ndarray | None) -> dict:
+    """The data-derived objects sources and stages receive by constructor name, for ``interactions``
+    as the visible past (also used by the ranker to rebuild the sources on its training prefixes)."""
+    n = dataset.meta.n_items
+    popularity = np.bincount(interactions["item_idx"].to_numpy(np.int64), minlength=n).astype(np.float32)
+    items = dataset.items.sort_values("item_idx")
+    catalog = ItemCatalog.from_items(dataset.items, embeddings=text_emb, popularity=popularity)
+    return dict(catalog=catalog, items_table=items, interactions=interactions, n_items=n,
+                item_categories=[list(c) for c in items["categories"]], item_popularity=popularity,
+                text_emb=text_emb, emb=text_emb,
+                dataset=dataset, split=split, meta=dataset.meta,
+                dataset_dir=Path(dataset_dir) if dataset_dir is not None else None)
 
 
 def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbours: int = 50,
@@ -134,28 +146,38 @@ def itemknn_source(dataset, split, k: int = 100, shrink: float = 10.0, n_neighbo
                                             recency_decay=recency_decay, name=name)
 
 
-def two_tower_source(run_dir: str, index_kind: str = "ivf_flat", checkpoint: str = "last.ckpt", trusted: bool = False,
-                     nprobe: int | None = None, dataset_dir=None, name: str = "two_tower"):
-    """Two-tower ANN source from a training run's artifacts (``recsys.train`` + ``recsys.index``).
+def _artifact_paths(pipeline) -> dict[str, str]:
+    """``artifacts.<name>`` -> the run directory (and checkpoint) it was loaded from, for logs and the CLI."""
+    out = {}
+    for name, node in ((pipeline or {}).get("artifacts") or {}).items():
+        if node is not None:
+            where = node.get("run_dir", node.get("path", "?"))
+            out[name] = f"{where} ({node['checkpoint']})" if node.get("checkpoint") else str(where)
+    return out
 
-    Reads ``<run_dir>/checkpoints/<checkpoint>`` (the LitTwoTower, user tower at request time)
-    and ``<run_dir>/index/<index_kind>/`` (the FAISS index over its item embeddings).
-    ``dataset_dir`` (injected) must be the prepared dataset the run was trained on: the item
-    count is checked so an index from another catalogue fails here, not with wrong items.
+
+def load_two_tower(run_dir: str, index_kind: str = "ivf_flat", checkpoint: str = "best", nprobe: int | None = None,
+                   dataset_dir=None):
+    """A trained two-tower and its FAISS index from a run directory (``recsys.train`` + ``recsys.index``).
+
+    -> (LitTwoTower in eval mode, ItemIndex), checked to belong together and to ``dataset_dir``
+    (injected: the prepared dataset being served) by
+    :func:`recsys.retrieval.artifacts.load_two_tower_run`, whose errors name the rebuild command.
+    ``checkpoint``: ``best`` (default), ``last`` or ``epoch_NNN``.
     """
-    from recsys.models.lit_two_tower import LitTwoTower
-    from recsys.retrieval.index import ItemIndex
-    from recsys.retrieval.sources import TwoTowerSource
+    from recsys.retrieval.artifacts import load_two_tower_run
 
-    run = Path(run_dir)
-    ckpt, idx = run / "checkpoints" / checkpoint, run / "index" / index_kind
-    for p in (ckpt, idx / "index.faiss"):
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: not found; train with recsys.train and index with "
-                                    f"`python -m recsys.index ckpt={ckpt} index={index_kind}`")
-    overrides = {"dataset_dir": str(dataset_dir)} if dataset_dir is not None else {}
-    model = LitTwoTower.from_checkpoint(ckpt, trusted=trusted, **overrides).eval()
-    index = ItemIndex.load(idx, device="cpu")
+    model, index = load_two_tower_run(run_dir, index_kind, checkpoint=checkpoint, dataset_dir=dataset_dir)
     if nprobe is not None:
         index.set_search_params(nprobe=nprobe)
+    return model, index
+
+
+def two_tower_source(two_tower, name: str = "two_tower"):
+    """The two-tower ANN source over the ``two_tower`` artifact ((model, index): :func:`load_two_tower`)."""
+    from recsys.retrieval.sources import TwoTowerSource
+
+    if two_tower is None:
+        raise ValueError("the two_tower source needs the two_tower artifact (configs/pipeline/two_tower.yaml)")
+    model, index = two_tower
     return TwoTowerSource(model, index, name=name)

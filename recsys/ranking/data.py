@@ -1,167 +1,186 @@
-"""Ranker training data from retrieval candidates, without leakage from validation or test.
+"""Ranker training lists: the serving pipeline's candidates for history prefixes, labelled by the next item.
 
-The ranker must learn to reorder what the retriever returns, so its training
-rows are retriever candidates (hard negatives) labelled by interactions the
-retriever did not see. Those labels come from inside the training part only:
+Labels come from inside the training part only. Per user, by time (a stable sort, the order
+the serving ``ContextBuilder`` reads histories in)::
 
-    split.train, per user by time:  [ ... inner history ... | last n_holdout ]
-                                      retriever + features    labels (positives)
+    split.train:  [ ... inner ... | h_1 h_2 ... h_n ]     n = n_holdout cut-offs
+    request j:    history = inner + h_1..h_{j-1},  label = h_j   (j = 1..n)
 
-``split.valid`` and ``split.test`` are never read here (a test changes them and
-checks the training rows stay identical). Each user contributes the
-retriever's top ``n_candidates`` and the ``n_popular`` most popular items
-(deduplicated, the source recorded), plus ``n_random`` uniform random
-negatives (easy negatives keep the ranker calibrated on items the retriever
-would never show).
+The candidate sources (two-tower, ItemKNN, popularity, ...) and the feature statistics are
+fitted on ``inner`` only, so no label was seen by anything that produced the candidates.
+``split.valid`` and ``split.test`` are never read (tested). Validation lists use the serving
+configuration instead: history = train, sources fitted on train, label = the valid item.
 
-Rows: user_idx, item_idx, source, retriever_score, retriever_rank, label.
+A request's context is the one the serving ``ContextBuilder`` builds for the same history:
+the items it rated at or below ``negative_threshold`` are its ``negative_items`` (they never
+seed a source: ``recsys.retrieval.sources.positive_history``), so the candidates a list is
+trained on are the candidates served for that history.
+
+A list holds the top ``n_rank`` merged candidates of one request, in merged order, with the
+features of ``recsys.ranking.features``; training keeps the lists whose label was retrieved.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from recsys.data.history import History
+from recsys.core.candidates import UserContext
 from recsys.data.splits import chronological
-from recsys.ranking.features import SOURCES
+from recsys.ranking.features import RankerFeatures, RankerRows, RankerTensors
 
 
-def holdout_last(train: pd.DataFrame, n_holdout: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split each user's training interactions into (inner, last ``n_holdout``).
+@dataclass
+class Request:
+    """One ranking request of the training data: a user's history prefix, its next item, and the
+    prefix's negative items (sorted)."""
 
-    Users with at most ``n_holdout`` interactions keep them all in inner (no labels).
+    user: int
+    history: np.ndarray
+    label: int
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+class NegativeRatings:
+    """The items each user rated at or below ``threshold`` (None: no rating is negative), so that a
+    history given as an item array gets the ``negative_items`` the serving ``ContextBuilder`` gives it."""
+
+    def __init__(self, interactions: pd.DataFrame, threshold: float | None = 2.0) -> None:
+        low = interactions.iloc[:0] if threshold is None else interactions[interactions["value"] <= threshold]
+        self._low = {int(u): np.unique(g.to_numpy(np.int64)) for u, g in low.groupby("user_idx")["item_idx"]}
+
+    def of(self, user: int, history: np.ndarray) -> np.ndarray:
+        """(P,) sorted: the items of ``history`` that ``user`` rated low."""
+        low = self._low.get(int(user))
+        history = np.asarray(history, np.int64)
+        return np.zeros(0, np.int64) if low is None else np.unique(history[np.isin(history, low)])
+
+
+def user_sequences(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
+    """user_idx -> items, oldest first (stable by time: same-second rows keep their table order)."""
+    df = chronological(interactions)
+    u, it = df["user_idx"].to_numpy(np.int64), df["item_idx"].to_numpy(np.int64)
+    cut = np.flatnonzero(np.diff(u)) + 1
+    return {int(g[0]): s for g, s in zip(np.split(u, cut), np.split(it, cut)) if len(g)}
+
+
+def holdout_requests(train: pd.DataFrame, n_holdout: int, min_history: int = 5, max_users: int | None = None,
+                     seed: int = 0, negative_threshold: float | None = 2.0) -> tuple[pd.DataFrame, list[Request]]:
+    """(inner interactions, requests) for ``n_holdout`` cut-offs per user (see the module docstring).
+
+    Users with fewer than ``min_history + n_holdout`` training items keep them all in inner.
+    ``max_users`` samples that many users' requests (seeded; quick runs); their inner part is unchanged.
+    ``negative_threshold``: as the serving ``ContextBuilder``'s (``NegativeRatings``).
     """
     if n_holdout < 1:
         raise ValueError(f"n_holdout must be >= 1, got {n_holdout}")
-    df = chronological(train)
+    df = chronological(train).reset_index(drop=True)
+    u = df["user_idx"].to_numpy(np.int64)
     n = df.groupby("user_idx")["item_idx"].transform("size").to_numpy()
     rev = df.groupby("user_idx").cumcount(ascending=False).to_numpy()
-    held = (n > n_holdout) & (rev < n_holdout)
-    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+    held = (n >= min_history + n_holdout) & (rev < n_holdout)
+    inner = df[~held].reset_index(drop=True)
+    seqs = user_sequences(df)
+    users = np.unique(u[held])
+    if max_users is not None and max_users < len(users):
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    low = NegativeRatings(df, negative_threshold)
+    requests = []
+    for x in users.tolist():
+        seq = seqs[x]
+        for j in range(len(seq) - n_holdout, len(seq)):
+            requests.append(Request(x, seq[:j], int(seq[j]), low.of(x, seq[:j])))
+    return inner, requests
 
 
-def retrieve(
-    retriever,
-    history: History,
-    n_candidates: int,
-    popularity: np.ndarray | None = None,
-    n_popular: int = 0,
-    batch_size: int = 256,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Candidate rows for every user of ``history``: retriever top-n plus the n_popular most popular.
-
-    Items in the user's history are never candidates. ``retriever_rank`` is the
-    item's rank (0 = best) in the retriever's full order, also for items that
-    entered only through popularity.
-    """
-    n_items = None
-    frames = []
-    pop_order = np.argsort(-popularity, kind="stable") if popularity is not None and n_popular > 0 else None
-    for s in tqdm(range(0, len(history), batch_size), desc="retrieve", disable=not progress, leave=False):
-        e = min(s + batch_size, len(history))
-        hb = History(history.users[s:e], history.offsets[s : e + 1] - history.offsets[s], history.items[history.offsets[s] : history.offsets[e]])
-        scores = retriever.score(hb).detach().float().cpu()  # (b, N)
-        n_items = scores.shape[1]
-        rows_b = torch.repeat_interleave(torch.arange(e - s), hb.lengths)
-        scores[rows_b, hb.items] = float("-inf")  # consumed items are not candidates
-        order = torch.argsort(scores, dim=1, descending=True, stable=True)  # (b, N)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(n_items).expand_as(order).contiguous())
-        k = min(n_candidates, n_items)
-        for b in range(e - s):
-            consumed = set(hb.of(b).tolist())
-            top = [i for i in order[b, :k].tolist() if i not in consumed]
-            src = dict.fromkeys(top, "retriever")
-            if pop_order is not None:
-                taken = 0
-                for i in pop_order.tolist():
-                    if taken == n_popular:
-                        break
-                    if i in consumed:
-                        continue
-                    src[i] = "both" if i in src else "popularity"
-                    taken += 1
-            items = np.fromiter(src, dtype=np.int64, count=len(src))
-            frames.append(pd.DataFrame({
-                "user_idx": int(hb.users[b]), "item_idx": items, "source": list(src.values()),
-                "retriever_score": scores[b, items].numpy().astype(np.float64),
-                "retriever_rank": rank[b, items].numpy().astype(np.int64),
-            }))
-    if not frames:
-        return pd.DataFrame({c: [] for c in ("user_idx", "item_idx", "source", "retriever_score", "retriever_rank")})
-    out = pd.concat(frames, ignore_index=True)
-    # -inf cannot occur for non-consumed items, but a retriever may return NaN: refuse it here.
-    if not np.isfinite(out["retriever_score"]).all():
-        raise ValueError(f"{type(retriever).__name__}.score returned non-finite scores for candidate items")
+def stage_requests(history: pd.DataFrame, targets: pd.DataFrame, max_users: int | None = None, seed: int = 0,
+                   negative_threshold: float | None = 2.0) -> list[Request]:
+    """One request per user of ``targets`` (e.g. ``split.valid``): history = the user's ``history`` rows."""
+    seqs = user_sequences(history)
+    tg = chronological(targets).drop_duplicates("user_idx")
+    users, items = tg["user_idx"].to_numpy(np.int64), tg["item_idx"].to_numpy(np.int64)
+    if max_users is not None and max_users < len(users):
+        keep = np.sort(np.random.default_rng(seed).choice(len(users), size=max_users, replace=False))
+        users, items = users[keep], items[keep]
+    low = NegativeRatings(history, negative_threshold)
+    out = []
+    for x, i in zip(users.tolist(), items.tolist()):
+        seq = seqs.get(x, np.zeros(0, np.int64))
+        out.append(Request(x, seq, int(i), low.of(x, seq)))
     return out
 
 
-def label(rows: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
-    """Add ``label`` = 1 where (user, item) is in ``positives``."""
-    pos = positives[["user_idx", "item_idx"]].drop_duplicates().assign(label=1.0)
-    out = rows.merge(pos, on=["user_idx", "item_idx"], how="left")
-    out["label"] = out["label"].fillna(0.0).astype(np.float32)
-    return out
+def context_of(user: int, history: np.ndarray, negatives: np.ndarray | None = None) -> UserContext:
+    """The request context the ranker's training and evaluation build (no session, no query)."""
+    neg = np.zeros(0, np.int64) if negatives is None else np.asarray(negatives, np.int64)
+    return UserContext(user_idx=int(user), history=np.asarray(history, np.int64), negative_items=neg)
 
 
-def random_negatives(history: History, exclude: pd.DataFrame, n_items: int, n_random: int, seed: int) -> pd.DataFrame:
-    """``n_random`` uniform items per user, outside its history and ``exclude``, labelled 0."""
-    rng = np.random.default_rng(seed)
-    excl = exclude.groupby("user_idx")["item_idx"].apply(set).to_dict()
-    users, items = [], []
-    for b, u in enumerate(history.users.tolist()):
-        bad = set(history.of(b).tolist()) | excl.get(u, set())
-        picks: set[int] = set()
-        while len(picks) < min(n_random, n_items - len(bad)):
-            i = int(rng.integers(n_items))
-            if i not in bad:
-                picks.add(i)
-        users += [u] * len(picks)
-        items += sorted(picks)
-    return pd.DataFrame({"user_idx": np.array(users, dtype=np.int64), "item_idx": np.array(items, dtype=np.int64)})
+@dataclass
+class RankerLists:
+    """Q candidate lists: rows (R), labels (R,) float32, offsets (Q+1,), and per list its user and label item."""
+
+    rows: RankerRows
+    labels: np.ndarray
+    offsets: np.ndarray
+    users: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __post_init__(self) -> None:
+        self._t: RankerTensors | None = None
+
+    @property
+    def tensors(self) -> RankerTensors:
+        if self._t is None:
+            self._t = self.rows.tensors()
+        return self._t
+
+    def retrieved(self) -> np.ndarray:
+        """(Q,) bool: the list contains its label."""
+        return np.add.reduceat(self.labels, self.offsets[:-1]) > 0 if len(self) else np.zeros(0, bool)
+
+    def select(self, spec, of) -> "RankerLists":
+        """The same lists with only ``spec``'s columns (see ``RankerRows.select``)."""
+        return RankerLists(self.rows.select(spec, of), self.labels, self.offsets, self.users, self.targets)
+
+    def collate(self, lists) -> tuple:
+        """Lists -> (dense (R, F_d), KJT, labels (R,), seg (R,), pos (R,)): the LitRanker's batch."""
+        lists = np.asarray(lists, np.int64)
+        starts, lengths = self.offsets[lists], np.diff(self.offsets)[lists]
+        from recsys.ranking.features import gather_ranges
+
+        idx = gather_ranges(starts, lengths)
+        seg = np.repeat(np.arange(len(lists)), lengths)
+        pos = idx - np.repeat(starts, lengths)
+        dense, kjt = self.tensors.batch(torch.from_numpy(idx))
+        return dense, kjt, torch.from_numpy(self.labels[idx]), torch.from_numpy(seg), torch.from_numpy(pos)
+
+    def loader(self, lists_per_batch: int, shuffle: bool, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(range(len(self)), batch_size=lists_per_batch, shuffle=shuffle, generator=g,
+                                           collate_fn=self.collate)
 
 
-def training_rows(
-    retriever,
-    inner: pd.DataFrame,
-    heldout: pd.DataFrame,
-    n_items: int,
-    n_candidates: int = 50,
-    n_popular: int = 10,
-    n_random: int = 10,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, History]:
-    """Labelled rows for the users with held-out interactions, and their inner histories.
-
-    ``retriever`` must have been fitted on ``inner`` only.
-    """
-    users = np.unique(heldout["user_idx"].to_numpy())
-    history = History.from_interactions(inner, users)
-    popularity = np.bincount(inner["item_idx"].to_numpy(), minlength=n_items).astype(np.float64)
-    rows = retrieve(retriever, history, n_candidates, popularity, n_popular, progress=progress)
-    neg = random_negatives(history, pd.concat([rows[["user_idx", "item_idx"]], heldout[["user_idx", "item_idx"]]]), n_items, n_random, seed)
-    if len(neg):
-        # Random negatives get the retriever's score and rank too, so the dense features mean the same for every row.
-        ranked = retrieve_scores(retriever, history, neg)
-        rows = pd.concat([rows, ranked.assign(source="random")], ignore_index=True)
-    rows = label(rows, heldout)
-    assert set(rows["source"]) <= set(SOURCES)
-    return rows.sort_values(["user_idx", "item_idx"], kind="stable").reset_index(drop=True), history
-
-
-def retrieve_scores(retriever, history: History, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Retriever score and rank (among non-consumed items) of given (user, item) pairs."""
-    pos = {u: b for b, u in enumerate(history.users.tolist())}
-    scores = retriever.score(history).detach().float().cpu()
-    rows_b = torch.repeat_interleave(torch.arange(len(history)), history.lengths)
-    scores[rows_b, history.items] = float("-inf")
-    b = torch.as_tensor([pos[int(u)] for u in pairs["user_idx"]], dtype=torch.long)
-    it = torch.as_tensor(pairs["item_idx"].to_numpy(np.int64, copy=True))
-    s = scores[b, it]
-    rank = (scores[b] > s[:, None]).sum(1)  # items strictly better = 0-based rank
-    return pairs.assign(retriever_score=s.numpy().astype(np.float64), retriever_rank=rank.numpy().astype(np.int64))
+def build_lists(generator, features: RankerFeatures, requests: list[Request], n_items: int, require_positive: bool,
+                progress: bool = False, desc: str = "ranker lists") -> RankerLists:
+    """Run the candidate ``generator`` (a no-stage ``Pipeline``) for every request and compute its rows."""
+    parts, labels, lengths, users, targets = [], [], [], [], []
+    for r in tqdm(requests, desc=desc, disable=not progress, leave=False):
+        ctx = context_of(r.user, r.history, r.negatives)
+        rows = features.compute(ctx, generator(ctx, n_items))
+        y = (rows.items == r.label).astype(np.float32)
+        if len(rows) == 0 or (require_positive and not y.any()):
+            continue
+        parts.append(rows), labels.append(y), lengths.append(len(rows)), users.append(r.user), targets.append(r.label)
+    if not parts:
+        raise ValueError(f"{desc}: no candidate list{' contains its label' if require_positive else ''} "
+                         f"({len(requests)} requests); more sources or a larger n_rank would help")
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return RankerLists(RankerRows.concat(parts), np.concatenate(labels), offsets, np.asarray(users, np.int64), np.asarray(targets, np.int64))

@@ -9,7 +9,8 @@ a plan for every ``t_<feature>`` table of both towers (restricted by
 ``--sharding``), the tables get the fused in-backward optimiser (row-wise
 Adagrad) and the dense layers Adam (one owner per parameter), checkpoints
 are DCP directories. Each rank trains on its own slice of the next-item
-examples (batch r, r+W, ...); in-batch negatives are the rank's batch.
+examples (batch r, r+W, ... of a stream that cycles epochs, so every rank runs exactly
+``--steps`` steps); in-batch negatives are the rank's batch.
 
 Mean history pooling only: attention pooling uses an unpooled
 ``EmbeddingCollection``, which the harness does not shard yet.
@@ -18,6 +19,7 @@ Mean history pooling only: attention pooling uses an unpooled
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import torch
 
 from recsys.distributed import checkpoint
 from recsys.distributed.env import init_from_env, shutdown
-from recsys.distributed.loop import train_steps
+from recsys.distributed.loop import rank_batches, train_steps
 from recsys.distributed.sharding import describe_plan, make_optimizer, shard_model
 
 
@@ -81,12 +83,10 @@ def run(cfg: JobConfig) -> dict:
     if cfg.resume:
         checkpoint.load(cfg.resume, model, opt)
 
-    batches = []
-    for i, b in enumerate(dm.train_dataloader()):
-        if i % env.world_size == env.rank:
-            batches.append(tuple(b))  # plain tuple: the harness rebuilds containers by type
-        if len(batches) >= max(cfg.steps, 1):  # at least one batch, for the final loss
-            break
+    # Exactly cfg.steps batches on every rank (cycling epochs): unequal step counts hang DMP.
+    loader = dm.train_dataloader()
+    stream = rank_batches(lambda: (tuple(b) for b in loader), env.rank, env.world_size, max(cfg.steps, 1))
+    first = next(stream)  # plain tuples: the harness rebuilds containers by type; kept for the final loss
 
     def loss_fn(m, batch):
         users, items, history = batch
@@ -94,13 +94,15 @@ def run(cfg: JobConfig) -> dict:
         u, v = m(uf.kjt(users, history), itf.kjt(items), itf.text(items))  # (B, D), (B, D)
         return sampled_softmax_loss(u, v, items, cfg.temperature, log_q_all[items])
 
-    losses = train_steps(model, opt, batches[: cfg.steps], loss_fn, env.device, env.is_main, desc="two-tower")
+    batches = itertools.chain([first], stream) if cfg.steps else []
+    losses = train_steps(model, opt, batches, loss_fn, env.device, env.is_main, desc="two-tower")
     if cfg.save:
         checkpoint.save(cfg.save, model, opt, extra={"steps": len(losses)})
     with torch.no_grad():
-        eval_loss = float(loss_fn(model, batches[0]))  # same batch after training (and after a resume)
+        eval_loss = float(loss_fn(model, first))  # same batch after training (and after a resume)
     return {"rank": env.rank, "world_size": env.world_size, "losses": losses, "plan": describe_plan(model),
-            "eval_loss_first_batch": eval_loss}
+            "eval_loss_first_batch": eval_loss, "batches_per_epoch": len(loader), "device": str(env.device),
+            "backend": env.backend}
 
 
 def main(argv: list[str] | None = None) -> None:

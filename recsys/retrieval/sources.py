@@ -12,6 +12,8 @@ the pipeline treat them alike:
 
 Every source drops the items the user already consumed (history, session,
 negative feedback) and records its score as ``features["<name>_score"]``.
+Only liked items seed a source (``positive_history``): an item the user rated
+at or below the negative threshold, or skipped, never pulls in its neighbours.
 """
 
 from __future__ import annotations
@@ -33,12 +35,20 @@ class CandidateSource(Protocol):
     def __call__(self, ctx: UserContext, k: int) -> Candidates: ...
 
 
+def positive_history(ctx: UserContext) -> np.ndarray:
+    """History + session minus the user's negative items, oldest first: what may seed a source or an explanation."""
+    seq = np.concatenate([np.asarray(ctx.history, np.int64), np.asarray(ctx.session, np.int64)])
+    if len(ctx.negative_items) == 0:
+        return seq
+    return seq[~np.isin(seq, np.asarray(ctx.negative_items, np.int64))]
+
+
 def _seen(ctx: UserContext) -> np.ndarray:
     return np.unique(np.concatenate([np.asarray(ctx.history, np.int64), np.asarray(ctx.session, np.int64),
                                      np.asarray(ctx.negative_items, np.int64)]))
 
 
-def _from_scores(name: str, items: np.ndarray, scores: np.ndarray, ctx: UserContext, k: int) -> Candidates:
+def from_scores(name: str, items: np.ndarray, scores: np.ndarray, ctx: UserContext, k: int) -> Candidates:
     """Rows (items, scores) minus consumed items, top k by score -> Candidates of source ``name``."""
     items, scores = np.asarray(items, np.int64), np.asarray(scores, np.float32)
     keep = (items >= 0) & ~np.isin(items, _seen(ctx)) & np.isfinite(scores)
@@ -50,7 +60,7 @@ def _from_scores(name: str, items: np.ndarray, scores: np.ndarray, ctx: UserCont
 
 def _dense_topk(name: str, scores: np.ndarray, ctx: UserContext, k: int) -> Candidates:
     """scores (N,) over the whole catalogue -> top k unconsumed items."""
-    return _from_scores(name, np.arange(len(scores)), scores, ctx, k)
+    return from_scores(name, np.arange(len(scores)), scores, ctx, k)
 
 
 class TwoTowerSource:
@@ -70,21 +80,23 @@ class TwoTowerSource:
         """-> (1, D) float32."""
         self.model.eval()
         uid = -1 if ctx.user_idx is None else int(ctx.user_idx)
-        hist = History.from_lists([uid], [np.asarray(ctx.history, np.int64)])
-        sess = History.from_lists([uid], [np.asarray(ctx.session, np.int64)]) if len(ctx.session) else None
+        neg = np.asarray(ctx.negative_items, np.int64)
+        liked = [s[~np.isin(s, neg)] for s in (np.asarray(ctx.history, np.int64), np.asarray(ctx.session, np.int64))]
+        hist = History.from_lists([uid], [liked[0]])
+        sess = History.from_lists([uid], [liked[1]]) if len(liked[1]) else None
         return self.model.user_embeddings(torch.tensor([uid]), hist, sess).cpu().numpy().astype(np.float32)
 
     def __call__(self, ctx: UserContext, k: int) -> Candidates:
         scores, items = self.index.search(self.user_vector(ctx), k + len(_seen(ctx)))
-        return _from_scores(self.name, items[0], scores[0], ctx, k)
+        return from_scores(self.name, items[0], scores[0], ctx, k)
 
 
 class ItemToItemSource:
     """Neighbours of the user's most recent items, scores summed over seeds.
 
     ``neighbours`` (N, L) int64 item_idx (-1 = none) and ``weights`` (N, L) their
-    similarities. The last ``n_seeds`` items of session + history are the seeds,
-    the most recent weighted highest (``recency_decay`` per step back).
+    similarities. The last ``n_seeds`` liked items of history + session are the
+    seeds, the most recent weighted highest (``recency_decay`` per step back).
     """
 
     def __init__(self, neighbours: np.ndarray, weights: np.ndarray, name: str = "item2item",
@@ -119,7 +131,7 @@ class ItemToItemSource:
         return cls(nb, scores, **kw)
 
     def __call__(self, ctx: UserContext, k: int) -> Candidates:
-        seeds = np.concatenate([np.asarray(ctx.history, np.int64), np.asarray(ctx.session, np.int64)])[-self.n_seeds:]
+        seeds = positive_history(ctx)[-self.n_seeds:]
         if len(seeds) == 0:
             return Candidates.empty()
         rec = self.decay ** np.arange(len(seeds))[::-1]  # most recent seed weighs 1
@@ -127,18 +139,23 @@ class ItemToItemSource:
         w = self.weights[seeds] * rec[:, None]  # (S, L)
         ok = nb >= 0
         agg = pd.Series(w[ok]).groupby(nb[ok]).sum()
-        return _from_scores(self.name, agg.index.to_numpy(), agg.to_numpy(), ctx, k)
+        return from_scores(self.name, agg.index.to_numpy(), agg.to_numpy(), ctx, k)
 
 
 class PopularitySource:
     """Time-decayed popularity: score_i = sum over i's interactions of 2^(-(now - t) / half_life).
 
-    ``now`` defaults to the last timestamp of the table (offline replay).
-    ``item_categories`` (N lists) lets a cold user's onboarding categories restrict the list.
+    ``now`` defaults to the last timestamp of the table (the dataset's own clock, never the wall
+    clock). ``item_categories`` (N lists) lets a cold user's onboarding categories restrict the list.
+    ``negative_threshold``: interactions with a value at or below it (a 1-star rating, a refreshed
+    skip) are dislikes and do not count as popularity (None: every interaction counts).
     """
 
     def __init__(self, interactions: pd.DataFrame, n_items: int, half_life_days: float = 30.0,
-                 now: int | None = None, item_categories: list[list[str]] | None = None, name: str = "popularity") -> None:
+                 now: int | None = None, item_categories: list[list[str]] | None = None, name: str = "popularity",
+                 negative_threshold: float | None = None) -> None:
+        if negative_threshold is not None and "value" in interactions:
+            interactions = interactions[interactions["value"].to_numpy(np.float64) > negative_threshold]
         t = interactions["timestamp"].to_numpy(np.float64)
         now = float(t.max()) if now is None and len(t) else float(now or 0)
         w = np.exp2(-(now - t) / (half_life_days * 86400.0))
@@ -155,7 +172,7 @@ class PopularitySource:
             in_cat = np.array([bool(c & wanted) for c in self.categories])
             return _dense_topk(self.name, np.where(in_cat, self.scores, -np.inf), ctx, k)
         head = self.order[: k + len(_seen(ctx))]  # enough rows to survive removing consumed items
-        return _from_scores(self.name, head, self.scores[head], ctx, k)
+        return from_scores(self.name, head, self.scores[head], ctx, k)
 
 
 class ContentSource:
@@ -163,7 +180,7 @@ class ContentSource:
 
     Profile, by what the request has: a text ``query`` (embedded with
     ``embed_fn``, default ``recsys.data.text_embed.embed_texts``); else the mean
-    text vector of the last ``n_recent`` history + session items; else the mean
+    text vector of the last ``n_recent`` liked history + session items; else the mean
     vector of the items in the onboarding categories. A new item with no
     interactions is reachable here through its text alone.
     """
@@ -185,7 +202,7 @@ class ContentSource:
 
                 self.embed_fn = embed_texts
             return np.asarray(self.embed_fn([ctx.query]), np.float32)[0]
-        recent = np.concatenate([np.asarray(ctx.history, np.int64), np.asarray(ctx.session, np.int64)])[-self.n_recent:]
+        recent = positive_history(ctx)[-self.n_recent:]
         if len(recent):
             return self.emb[recent].mean(0)
         wanted = {c.lower() for c in ctx.onboarding_categories}
@@ -201,4 +218,4 @@ class ContentSource:
             return Candidates.empty()
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         scores, items = self.index.search(q[None, :], k + len(_seen(ctx)))
-        return _from_scores(self.name, items[0], scores[0], ctx, k)
+        return from_scores(self.name, items[0], scores[0], ctx, k)

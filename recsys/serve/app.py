@@ -7,16 +7,25 @@
     POST /feedback/batch          FeedbackBatch     -> FeedbackAck (one transaction)
     GET  /health                                    -> Health
 
-Errors: malformed JSON, wrong types, unknown fields, k out of range -> 422
-with pydantic's message; an unknown item or request id -> 404; an unknown
-user is not an error: it takes the cold-start path (``cold_start: true``).
-Unknown session item ids are ignored and reported in ``warnings``.
+Errors: malformed JSON, wrong types, unknown fields, k out of range, an
+item_idx outside the catalogue -> 422; a body over ``max_body_bytes`` -> 413;
+not exactly one Host header, or one outside ``allowed_hosts`` -> 400
+(``recsys.serve.limits``); an unknown item or request id -> 404. Every error
+body and log line names the field (or its position) and the problem, never
+the caller's text (``recsys.serve.errors``); a genre the catalogue does not have (in ``constraints`` or
+``onboarding_categories``) -> 422 naming its location and the valid genres
+(``recsys.pipeline.filters.check_categories``, in ``Recommender.recommend``, so
+/recommend and /conversation share it); an unknown user is not an error: it takes the cold-start path
+(``cold_start: true``). Unknown session item ids are ignored and reported in
+``warnings``.
 
-Feedback is applied online after it is durable: the exploration bandit
-learns (click 1, impression/skip 0, rating >= 4 is 1, dwell >= 30 s is 1)
-and the user's live profile updates (a click or rating is consumed, a skip or
-a rating <= ``negative_threshold`` is never shown again). Retraining is the
-refresh job's work (``recsys.serve.refresh``).
+Feedback (``recsys.serve.feedback_api``) is accepted only for served items,
+once per (request, item, event), and applied by every worker from the store's
+log (``recsys.serve.shared``): the exploration bandit learns (click 1,
+impression/skip 0, rating >= 4 is 1, dwell >= 30 s is 1) and the user's live
+profile updates (a click or rating is consumed, a skip or a rating <=
+``negative_threshold`` is never shown again). Retraining is the refresh job's
+work (``recsys.serve.refresh``).
 """
 
 from __future__ import annotations
@@ -24,51 +33,73 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from recsys.core.candidates import Candidates
-from recsys.serve.feedback_store import Event, FeedbackStore
-from recsys.serve.schemas import (ConversationRequest, ConversationResponse, FeedbackAck, FeedbackBatch, FeedbackEvent,
-                                  Health, RecommendedItem, RecommendRequest, RecommendResponse, SimilarResponse)
+from recsys.pipeline.filters import UnknownCategoryError, shortfall
+from recsys.serve.feedback_api import RateLimiter, ServedRequests, feedback_router
+from recsys.serve.limits import LOOPBACK_HOSTS, install_limits
+from recsys.serve.schemas import (ConversationRequest, ConversationResponse, Health, RecommendedItem, RecommendRequest,
+                                  RecommendResponse, SimilarResponse, Trace)
+from recsys.serve.sessions import SessionsUnavailable, StoreSessions
+from recsys.serve.shared import SharedState, observe_events, serialize_learning_stages
+from recsys.serve.stores import Store, open_store
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServeState:
-    """What the app serves from: a ``Recommender``, the feedback store, an optional conversation parser."""
+    """What the app serves from: a ``Recommender``, the feedback store, an optional conversation parser,
+    and the limits of ``configs/serve.yaml`` (``serve_options``)."""
 
     recommender: object
-    store: FeedbackStore
+    store: Store
     conversation: object | None = None
     max_k: int = 100
     negative_threshold: float = 2.0
     dwell_click_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    max_body_bytes: int = 262_144
+    max_staleness_s: float = 0.05
+    feedback_rate_per_s: float = 20.0
+    feedback_burst: int = 200
+    # made by the first create_app over this state: one fold of the store per recommender
+    shared: SharedState | None = field(default=None, init=False, repr=False)
+    served: ServedRequests | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        # the bandit's RNG and the live profiles are not thread-safe; a request holds this briefly
-        self.lock = threading.Lock()
 
-
-def _reward_and_polarity(ev: FeedbackEvent, negative_threshold: float, dwell_click_s: float) -> tuple[float, bool | None]:
-    """-> (bandit reward in {0, 1}, profile effect: True consumed, False disliked, None nothing)."""
-    if ev.event == "click":
-        return 1.0, True
-    if ev.event == "skip":
-        return 0.0, False
-    if ev.event == "rating":
-        return float(ev.value >= 4.0), ev.value > negative_threshold
-    if ev.event == "dwell":
-        return float(ev.value >= dwell_click_s), None
-    return 0.0, None  # impression
+def serve_options(cfg) -> dict:
+    """The ``ServeState`` limits from a composed ``configs/serve.yaml``."""
+    fb = cfg.get("feedback") or {}
+    return dict(allowed_hosts=tuple(str(h) for h in cfg.allowed_hosts), max_body_bytes=int(cfg.max_body_bytes),
+                max_staleness_s=float(cfg.shared_state_staleness_s),
+                feedback_rate_per_s=float(fb.get("rate_per_s", 20.0)), feedback_burst=int(fb.get("burst", 200)))
 
 
 def create_app(state: ServeState) -> FastAPI:
+    """The FastAPI app over ``state``; replays the store's event log into the recommender before returning."""
     app = FastAPI(title="recsys", version="0.1.0", description="Multi-stage recommender with LLM re-ranking")
+    install_limits(app, allowed_hosts=state.allowed_hosts, max_body_bytes=state.max_body_bytes)
     rec = state.recommender
+    if state.shared is None:
+        serialize_learning_stages(rec.pipeline, threading.Lock())
+        state.shared = SharedState(state.store, observe_events(rec, state.negative_threshold, state.dwell_click_s),
+                                   max_staleness_s=state.max_staleness_s)
+        replayed = state.shared.catch_up()  # the whole log at start-up: acknowledged feedback survives a restart
+        log.info("replayed %d stored feedback events", replayed)
+        state.served = ServedRequests(state.store)
+    shared, served = state.shared, state.served
+    app.include_router(feedback_router(rec, served, RateLimiter(state.feedback_rate_per_s, state.feedback_burst)))
+
+    @app.exception_handler(UnknownCategoryError)
+    async def unknown_genre(_request: Request, exc: UnknownCategoryError) -> JSONResponse:
+        # the locations and the catalogue's own vocabulary only: the client's text is not echoed
+        return JSONResponse({"detail": str(exc), "loc": exc.fields[:8], "valid_genres": exc.valid}, 422)
 
     def _items(cands: Candidates) -> list[RecommendedItem]:
         explored = cands.features.get("explored")
@@ -80,28 +111,34 @@ def create_app(state: ServeState) -> FastAPI:
 
     def _recommend(req: RecommendRequest, constraints=None) -> RecommendResponse:
         if req.k > state.max_k:
-            raise HTTPException(422, f"k={req.k} exceeds this server's max_k={state.max_k}")
+            raise HTTPException(422, f"k: more than this server's max_k={state.max_k}")
+        if constraints is None and req.constraints is not None:
+            constraints = req.constraints.core()
+            if constraints.exclude_items and max(constraints.exclude_items) >= len(rec.catalog):
+                raise HTTPException(422, f"constraints.exclude_items: item_idx must be < {len(rec.catalog)}")
         warnings = []
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
         if req.user_id is not None and user_idx is None:
-            warnings.append(f"unknown user_id {req.user_id!r}: cold-start recommendations")
+            warnings.append("unknown user_id: cold-start recommendations")
         session, unknown = [], []
-        for iid in req.session_items:
+        for pos, iid in enumerate(req.session_items):
             j = rec.item_idx(iid)
-            (unknown.append(iid) if j is None else session.append(j))
-        if unknown:
-            warnings.append(f"ignored unknown session item ids: {unknown[:10]}")
-        with state.lock:
-            cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints or req.constraints,
-                                       query=req.query, onboarding_categories=req.onboarding_categories)
+            (unknown.append(pos) if j is None else session.append(j))
+        if unknown:  # by position: a warning never repeats the caller's text
+            warnings.append(f"ignored unknown item ids at session_items{unknown[:10]}"
+                            + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
+        shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
+        cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
+                                   query=req.query, onboarding_categories=req.onboarding_categories,
+                                   user_id=req.user_id)
         request_id = uuid.uuid4().hex
-        state.store.log_request(request_id, req.user_id, user_idx, cands.items)
-        if len(cands) < req.k:
-            warnings.append(f"only {len(cands)} items satisfy the filters and constraints")
+        served.log(request_id, req.user_id, user_idx, cands.items)
+        trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
-            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands), warnings=warnings,
-            latency_ms={k: round(v, 3) for k, v in cands.trace.get("latency_ms", {}).items()},
-            removed={k: int(v) for k, v in cands.trace.get("removed", {}).items()})
+            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
+            warnings=warnings + trace["warnings"],
+            latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
+            trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -114,10 +151,10 @@ def create_app(state: ServeState) -> FastAPI:
         return _recommend(req)
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse)
-    def similar(item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
+    def similar(item_id: str = Path(max_length=128), k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         j = rec.item_idx(item_id)
         if j is None:
-            raise HTTPException(404, f"unknown item_id {item_id!r}")
+            raise HTTPException(404, "item_id: not found in the catalogue")
         items, scores = rec.similar(j, k)
         cands = Candidates(items, scores, np.full(len(items), "similar", dtype=object))
         return SimilarResponse(item_id=item_id, items=_items(cands))
@@ -126,65 +163,41 @@ def create_app(state: ServeState) -> FastAPI:
     def conversation(req: ConversationRequest) -> ConversationResponse:
         if state.conversation is None:
             raise HTTPException(503, "conversation is not configured on this server (llm.conversation)")
-        turn = state.conversation.turn(req.session_id, req.message)
+        try:
+            turn = state.conversation.turn(req.session_id, req.message)
+        except SessionsUnavailable as e:
+            log.error("conversation turn failed: %s", e)
+            raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         if turn.question is not None or turn.constraints is None:
             return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
-        rr = RecommendRequest(user_id=req.user_id, k=req.k)
-        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints,
-                                    recommendation=_recommend(rr, constraints=turn.constraints))
-
-    def _to_event(ev: FeedbackEvent) -> tuple[Event, int | None]:
-        served = state.store.request(ev.request_id)
-        if served is None:
-            raise HTTPException(404, f"unknown request_id {ev.request_id!r}")
-        j = rec.item_idx(ev.item_id)
-        if j is None:
-            raise HTTPException(404, f"unknown item_id {ev.item_id!r}")
-        user_idx = served["user_idx"]
-        return Event(ev.request_id, ev.user_id or served["user_id"], user_idx, j, ev.event, ev.value), user_idx
-
-    def _apply_online(events: list[FeedbackEvent], rows: list[tuple[Event, int | None]]) -> None:
-        with state.lock:
-            for ev, (row, user_idx) in zip(events, rows):
-                reward, polarity = _reward_and_polarity(ev, state.negative_threshold, state.dwell_click_s)
-                rec.observe(user_idx, [row.item_idx], [reward], [polarity])
-
-    @app.post("/feedback", response_model=FeedbackAck)
-    def feedback(ev: FeedbackEvent) -> FeedbackAck:
-        row = _to_event(ev)
-        ids = state.store.append_many([row[0]])  # returns after COMMIT: the ack means durable
-        _apply_online([ev], [row])
-        return FeedbackAck(event_ids=ids)
-
-    @app.post("/feedback/batch", response_model=FeedbackAck)
-    def feedback_batch(batch: FeedbackBatch) -> FeedbackAck:
-        rows = [_to_event(ev) for ev in batch.events]  # validate all before writing any
-        ids = state.store.append_many([r[0] for r in rows])
-        _apply_online(batch.events, rows)
-        return FeedbackAck(event_ids=ids)
+        # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
+        like = [rec.item_ids[i] for i in turn.like_items]
+        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like)
+        resp = _recommend(rr, constraints=turn.constraints)
+        user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
+        ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
+        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items), resp.trace.k)
+        return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
+                                    question=question, notes=notes, source=turn.source, like_items=like)
 
     return app
 
 
-def build_state(cfg) -> ServeState:
-    """Load artifacts named by ``configs/serve.yaml``: dataset, pipeline, LLM stages, feedback store."""
-    from hydra.utils import instantiate
+def build_state(cfg, **objects) -> ServeState:
+    """The recommender of ``configs/serve.yaml`` (``build_recommender``; ``objects`` are passed on to it), the
+    feedback store, and the conversation parser (same LLM backend; its sessions in the store)."""
+    from recsys.llm.factory import build_conversation
+    from recsys.pipeline.build import build_recommender
 
-    from recsys.pipeline.recommender import Recommender
+    from recsys.llm.conversation import title_index
 
-    rec = Recommender(cfg.dataset_dir, cfg.pipeline, split=cfg.split, history="all",
-                      negative_threshold=cfg.negative_threshold)
-    conversation = None
-    llm = cfg.get("llm")
-    if llm is not None:
-        backend = instantiate(llm.backend) if llm.get("backend") is not None else None
-        if llm.get("rerank") is not None:
-            rec.pipeline.stages["llm_rerank"] = instantiate(llm.rerank)(backend=backend, items_table=rec.objects["items_table"])
-        if llm.get("explain") is not None:
-            rec.pipeline.stages["explain"] = instantiate(llm.explain)(
-                backend=backend, items_table=rec.objects["items_table"], item_popularity=rec.catalog.popularity)
-        if llm.get("conversation") is not None:
-            conversation = instantiate(llm.conversation)(categories=rec.catalog.categories, backend=backend)
-    store = FeedbackStore(cfg.feedback_db)
-    log.info("serving %d items, stages %s, feedback at %s", len(rec.catalog), list(rec.pipeline.stages), cfg.feedback_db)
-    return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold))
+    rec = build_recommender(cfg, **objects)
+    store = open_store(cfg.feedback_db, **(cfg.get("store") or {}))
+    # conversation sessions live in the store too: any worker can take any turn (recsys.serve.sessions)
+    conversation = build_conversation(cfg.get("llm"), categories=rec.catalog.categories, sessions=StoreSessions(store),
+                                      titles=title_index(rec.catalog.titles, rec.catalog.popularity), **rec.objects)
+    # the stored feedback is replayed into the bandit and the live profiles by create_app (recsys.serve.shared)
+    log.info("serving %d items, pipeline %s, stages %s, feedback at %s", len(rec.catalog), rec.info["pipeline"],
+             list(rec.pipeline.stages), cfg.feedback_db)
+    return ServeState(rec, store, conversation, max_k=int(cfg.max_k), negative_threshold=float(cfg.negative_threshold),
+                      **serve_options(cfg))

@@ -1,7 +1,8 @@
 """The feedback loop: served feedback -> training interactions -> refreshed dataset and models.
 
     python -m recsys.serve.refresh --dataset-dir data/ml100k --feedback-db outputs/serve/feedback.sqlite \
-        --out-dir data/ml100k-refresh [--retrain "python -m recsys.train experiment=ml100k/two_tower ..."]
+        --out-dir data/ml100k-refresh \
+        --retrain "python -m recsys.train experiment=ml100k/two_tower data=refreshed"
 
 1. ``events_to_interactions``: feedback events of known users become
    interactions in the canonical schema (``value`` on the rating scale):
@@ -19,9 +20,11 @@
 3. Models: the pipeline's start-up-fitted parts (item-to-item neighbours,
    popularity, content profiles) refresh when the server or ``Recommender``
    loads the new directory. Trained models (two-tower, ranker) are fine-tuned
-   by the training entry point on the new directory (``--retrain``, which
-   resumes from their last checkpoint and rebuilds the FAISS index as its own
-   step), so this job never duplicates training code.
+   by the training entry point on the new directory: ``configs/data/refreshed.yaml``
+   reads it as a prepared dataset (``refreshed_dataset``; it is never re-prepared
+   from the raw files, which would drop the feedback), so the one command is
+   ``python -m recsys.train experiment=ml100k/<model> data=refreshed``
+   (``--retrain`` runs it after the refresh, as an argument list, no shell).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,8 +46,12 @@ log = logging.getLogger(__name__)
 
 
 def events_to_interactions(events: pd.DataFrame, click_value: float = 4.0, skip_value: float = 1.0,
-                           dwell_click_s: float = 30.0) -> pd.DataFrame:
-    """Feedback events (``FeedbackStore.events()``) -> interactions (user_idx, item_idx, timestamp, value)."""
+                           dwell_click_s: float = 30.0, after_timestamp: int | None = None) -> pd.DataFrame:
+    """Feedback events (``FeedbackStore.events()``) -> interactions (user_idx, item_idx, timestamp, value).
+
+    ``after_timestamp``: the dataset's last timestamp; the events are shifted so the first one falls
+    one second after it, keeping their order and spacing (None keeps the stored wall-clock times).
+    """
     ev = events[events["user_idx"].notna()].copy()
     value = pd.Series(np.nan, index=ev.index, dtype="float64")
     value[ev["event"] == "rating"] = ev.loc[ev["event"] == "rating", "value"]
@@ -52,9 +60,11 @@ def events_to_interactions(events: pd.DataFrame, click_value: float = 4.0, skip_
     value[ev["event"] == "skip"] = skip_value
     ev["value"] = value
     ev = ev[ev["value"].notna()]
+    wall = ev["created_at"].astype(np.float64)
+    stamp = wall if after_timestamp is None or not len(ev) else int(after_timestamp) + 1 + (wall - wall.min())
     out = pd.DataFrame({
         "user_idx": ev["user_idx"].astype(np.int64), "item_idx": ev["item_idx"].astype(np.int64),
-        "timestamp": ev["created_at"].astype(np.int64), "value": ev["value"].astype(np.float32),
+        "timestamp": stamp.round().astype(np.int64), "value": ev["value"].astype(np.float32),
         "_order": ev["event_id"].astype(np.int64),
     })
     out = out.sort_values("_order").drop_duplicates(["user_idx", "item_idx"], keep="last")
@@ -68,17 +78,17 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
     the refresh that produced ``dataset_dir`` (its ``meta.extra["refresh"]``) are skipped.
     """
     from recsys.data.io import load_dataset, load_split, save_dataset, save_split
-    from recsys.serve.feedback_store import FeedbackStore
+    from recsys.serve.feedback_store import open_store
 
     src, out = Path(dataset_dir), Path(out_dir)
     if src.resolve() == out.resolve():
         raise ValueError(f"refresh writes a new directory; out_dir must differ from {src}")
     ds = load_dataset(src)
     since = int(ds.meta.extra.get("refresh", {}).get("last_event_id", 0))
-    store = FeedbackStore(feedback_db)
+    store = open_store(feedback_db)  # a SQLite path or a postgresql:// URL, as the server's feedback_db
     events = store.events(since_id=since)
     store.close()
-    new = events_to_interactions(events, **mapping)
+    new = events_to_interactions(events, after_timestamp=int(ds.interactions["timestamp"].max()), **mapping)
     bad = new[(new["item_idx"] >= ds.meta.n_items) | (new["user_idx"] >= ds.meta.n_users)]
     if len(bad):
         raise DataError(f"{feedback_db}: {len(bad)} events refer to items/users outside {src} (another dataset?)")
@@ -108,18 +118,46 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
     return summary
 
 
+def refreshed_dataset(dataset_dir: str | Path, name: str | None = None, split: dict | None = None) -> Path:
+    """The data config's target for a refreshed directory (``configs/data/refreshed.yaml``): check, return it.
+
+    A refreshed dataset is already prepared (tables, splits, ``meta.json`` last); preparing it again
+    from the raw files would drop the feedback, so this only checks that the directory is complete and
+    was written by :func:`refresh_dataset`. ``name`` and ``split`` are read by the training entry point
+    (``cfg.data.name`` names the run, ``cfg.data.split.name`` the split).
+    """
+    from recsys.data.schema import DatasetMeta
+
+    path = Path(dataset_dir)
+    if not (path / "meta.json").exists():
+        raise DataError(f"{path}: no meta.json; write it with `python -m recsys.serve.refresh --out-dir {path} ...`")
+    meta = DatasetMeta.load(path / "meta.json")
+    if "refresh" not in meta.extra:
+        raise DataError(f"{path}: not a refreshed dataset (meta.extra has no 'refresh'); use data=<name> for raw data")
+    wanted = (split or {}).get("name")
+    if wanted and not (path / "splits" / wanted).is_dir():
+        raise DataError(f"{path}: split {wanted!r} not found")
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Turn served feedback into training data and refresh the models.")
     ap.add_argument("--dataset-dir", required=True)
     ap.add_argument("--feedback-db", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--retrain", default=None,
-                    help="command that fine-tunes trained models on --out-dir (e.g. recsys.train with resume)")
+                    help='training command run after the refresh, e.g. "python -m recsys.train experiment=ml100k/bpr '
+                         'data=refreshed data.dataset_dir=<out-dir>" (split into arguments; no shell)')
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     summary = refresh_dataset(args.dataset_dir, args.feedback_db, args.out_dir)
     if args.retrain:
-        subprocess.run(args.retrain, shell=True, check=True)
+        cmd = shlex.split(args.retrain)
+        if cmd and cmd[0] == "python":  # the interpreter running this job, not whatever "python" is on PATH
+            import sys
+
+            cmd[0] = sys.executable
+        subprocess.run(cmd, check=True)
     print(json.dumps(summary))
     return 0
 

@@ -3,7 +3,8 @@
 Two rules every loader in the package follows:
 
 1. ``torch.load`` always runs with ``weights_only=True`` and an explicit allow-list of the
-   project's own classes (:data:`SAFE_GLOBALS`); a pickle that names anything else is refused.
+   project's own classes (:func:`allow_listed`); a pickle that names anything else is refused.
+   Lightning's own loading (``trainer.fit(ckpt_path=...)``) runs inside :func:`allow_listed` too.
    ``trusted=True`` is an opt-in for a foreign checkpoint, per command, and it warns.
 2. An artifact records what produced it, as a :class:`Provenance` (the producing config's hash,
    the dataset fingerprint, the parent artifact's file hash), and the loader checks that record
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 HASH_CHARS = 12
 PROVENANCE_FILE = "provenance.json"
+# the key under which every training checkpoint carries its Provenance (recsys.utils.run_dir.ProvenanceCallback)
+CHECKPOINT_KEY = "recsys_provenance"
 
 
 class ProvenanceError(RuntimeError):
@@ -38,6 +41,13 @@ def _safe_globals() -> list:
     from recsys.data.schema import DatasetMeta
 
     return [DatasetMeta]
+
+
+def allow_listed():
+    """Context manager: ``weights_only`` unpickling may build the project's allow-listed classes."""
+    import torch
+
+    return torch.serialization.safe_globals(_safe_globals())
 
 
 def load_torch(path: str | Path, map_location="cpu", trusted: bool = False):
@@ -54,16 +64,21 @@ def load_torch(path: str | Path, map_location="cpu", trusted: bool = False):
     if trusted:
         log.warning("loading %s with full unpickling (trusted=true): only do this for files you trust", path)
         return torch.load(path, map_location=map_location, weights_only=False)
-    with torch.serialization.safe_globals(_safe_globals()):
+    with allow_listed():
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError (or RuntimeError wrapping it)
-            if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
-                raise ProvenanceError(
-                    f"{path} holds objects outside the allow-list, so it was not loaded ({str(e).splitlines()[0]}). "
-                    "If you produced it yourself with an older version, re-create it; to load it anyway pass "
-                    "the command's trust flag (it unpickles arbitrary code)") from e
-            raise
+        except Exception as e:
+            raise refused(path, e) from e
+
+
+def refused(path, e: Exception) -> Exception:
+    """The error for a file that ``weights_only`` loading refused (``e`` itself for any other failure)."""
+    if "weights_only" in str(e) or "Unpickl" in type(e).__name__:  # UnpicklingError, or RuntimeError wrapping it
+        return ProvenanceError(
+            f"{path} holds objects outside the allow-list, so it was not loaded ({str(e).splitlines()[0]}). "
+            "If you produced it yourself with an older version, re-create it; to load it anyway add "
+            "`trusted=true` to the command (it unpickles arbitrary code: only for files you trust)")
+    return e
 
 
 def _plain(obj):
@@ -103,26 +118,43 @@ def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def dataset_fingerprint(dataset_dir: str | Path) -> str:
-    """The fingerprint of a prepared dataset: recorded in ``meta.json`` by ``prepare``, else computed.
+    """The fingerprint of a prepared dataset: a hash of its tables, splits and arrays as written.
 
-    It covers the tables and splits as written (file bytes), so two prepares that differ in
-    any row or in the split rule have different fingerprints.
+    ``prepare`` records it in ``meta.json`` (``extra["fingerprint"]``, see :func:`fingerprint_record`)
+    with each file's size and mtime; the recorded value is used only while those still match,
+    so a directory whose tables were rewritten afterwards (a copied ``meta.json``, a refresh)
+    is hashed again rather than trusted.
     """
     d = Path(dataset_dir)
     meta = d / "meta.json"
     if meta.is_file():
-        fp = json.loads(meta.read_text()).get("extra", {}).get("fingerprint")
-        if fp:
+        extra = json.loads(meta.read_text()).get("extra", {})
+        fp, stats = extra.get("fingerprint"), extra.get("fingerprint_files")
+        if fp and stats == _file_stats(d):
             return fp
     return compute_dataset_fingerprint(d)
 
 
+def _fingerprinted_files(d: Path) -> list[Path]:
+    return sorted(d.rglob("*.parquet")) + sorted(d.glob("*.npy"))
+
+
+def _file_stats(d: Path) -> dict:
+    return {str(p.relative_to(d)): [p.stat().st_size, p.stat().st_mtime_ns] for p in _fingerprinted_files(d)}
+
+
 def compute_dataset_fingerprint(dataset_dir: str | Path) -> str:
     d = Path(dataset_dir)
-    files = sorted(p for p in d.rglob("*.parquet")) + sorted(d.glob("*.npy"))
+    files = _fingerprinted_files(d)
     if not files:
         raise FileNotFoundError(f"{d}: no prepared tables to fingerprint (run `python -m recsys.data.prepare`)")
     return hash_of({str(p.relative_to(d)): file_hash(p) for p in files})
+
+
+def fingerprint_record(dataset_dir: str | Path) -> dict:
+    """``{"fingerprint": ..., "fingerprint_files": {file: [size, mtime_ns]}}`` for ``meta.extra``."""
+    d = Path(dataset_dir)
+    return {"fingerprint": compute_dataset_fingerprint(d), "fingerprint_files": _file_stats(d)}
 
 
 @dataclass
@@ -151,6 +183,40 @@ class Provenance:
         known = {k: d[k] for k in ("kind", "config_hash", "dataset_fingerprint", "parent", "parent_hash",
                                    "created", "extra") if k in d}
         return cls(**known)
+
+
+def temp_dir_beside(out: str | Path) -> Path:
+    """A fresh ``.<name>.tmp-*`` directory next to ``out`` (same filesystem, so :func:`replace_dir` is a rename),
+    with the permissions a plain ``mkdir`` would give (``mkdtemp`` makes it private)."""
+    import os
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
+def replace_dir(tmp: str | Path, out: str | Path) -> None:
+    """Swap the complete directory ``tmp`` in as ``out`` by renames (same filesystem); the old ``out`` is removed last.
+
+    Between the two renames ``out`` is absent for an instant; a process killed there leaves
+    ``.<name>.old-<pid>`` beside it (``recsys.data.prepare`` restores such a leftover).
+    """
+    import os
+    import shutil
+
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_provenance(directory: str | Path, prov: Provenance) -> Path:

@@ -81,3 +81,27 @@ def test_empty_valid_split_part_is_allowed(tmp_path, tiny_dataset):
     split.valid = split.valid.iloc[:0]
     save_split(split, tmp_path)
     assert len(load_split(tmp_path, "loo").valid) == 0
+
+
+@pytest.mark.parametrize("col,value,error", [
+    ("value", float("inf"), r"row 2: value inf must be finite"),
+    ("value", float("nan"), r"row 2: value nan must be finite"),
+    ("timestamp", -1, r"row 2: timestamp -1 must be in \[0, 4102444800\]"),
+    ("timestamp", 2**62, r"row 2: timestamp 4611686018427387904 must be in"),
+])
+def test_out_of_range_values_name_file_and_row(tmp_path, tiny_dataset, col, value, error):
+    ds, split = tiny_dataset
+    save_dataset(ds, tmp_path)
+    save_split(split, tmp_path)
+    bad = ds.interactions.copy()
+    bad[col] = bad[col].astype("float64" if col == "value" else "int64")
+    bad.loc[2, col] = value
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), tmp_path / "interactions.parquet")
+    with pytest.raises(DataError, match=r"interactions\.parquet: " + error):
+        load_dataset(tmp_path)
+    train = split.train.copy()
+    train[col] = train[col].astype("float64" if col == "value" else "int64")
+    train.loc[2, col] = value
+    pq.write_table(pa.Table.from_pandas(train, preserve_index=False), tmp_path / "splits" / "loo" / "train.parquet")
+    with pytest.raises(DataError, match=r"train\.parquet: " + error):
+        load_split(tmp_path, "loo")

@@ -1,9 +1,12 @@
-"""prepare(): cache key, redo on change, crash safety; the Hydra entry point and data configs."""
+"""prepare(): cache key, redo on change, nothing lost on failure (temporary dir + swap), a lock
+for concurrent prepares, the recorded fingerprint; the Hydra entry point and data configs."""
 
 import functools
+import hashlib
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -49,16 +52,104 @@ def test_split_change_replaces_old_split(tmp_path):
     assert sp.train.timestamp.max() <= sp.test.timestamp.min()
 
 
-def test_crash_leaves_no_meta_so_next_call_redoes(tmp_path):
+def _snapshot(d: Path) -> dict:
+    """Every file under ``d`` (hidden ones too) -> sha256 of its bytes."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_prepare_leaves_the_old_dataset_as_it_was(tmp_path):
     out = _prep(tmp_path)
+    before = _snapshot(out)
 
     def boom(inter):
         raise RuntimeError("killed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as e:
         _prep(tmp_path, split=boom)
-    assert not (out / "meta.json").exists()
-    assert _prep(tmp_path) == out and (out / "meta.json").exists()
+    assert "left as it was" in "".join(getattr(e.value, "__notes__", []))
+    assert _snapshot(out) == before
+    assert not list(tmp_path.glob(".syn.tmp-*")) and not list(tmp_path.glob(".syn.old-*"))
+
+
+def test_meta_records_the_fingerprint_of_the_written_files(tmp_path):
+    from recsys.utils.artifacts import compute_dataset_fingerprint, dataset_fingerprint
+
+    out = _prep(tmp_path)
+    meta = DatasetMeta.load(out / "meta.json")
+    assert meta.extra["fingerprint"] == compute_dataset_fingerprint(out) == dataset_fingerprint(out)
+    assert set(meta.extra["fingerprint_files"]) >= {"interactions.parquet", "splits/loo/train.parquet"}
+    _prep(tmp_path, kcore=10)
+    assert DatasetMeta.load(out / "meta.json").extra["fingerprint"] != meta.extra["fingerprint"]
+
+
+def test_a_prepare_killed_mid_swap_gets_its_old_dataset_back(tmp_path):
+    out = _prep(tmp_path)
+    before = _snapshot(out)
+    out.rename(tmp_path / ".syn.old-12345")  # killed between the two renames
+    (tmp_path / ".syn.tmp-abc").mkdir()  # and a half-built directory of another killed prepare
+    assert _prep(tmp_path) == out  # same config: the restored dataset is up to date
+    assert _snapshot(out) == before and not list(tmp_path.glob(".syn.*-*"))
+
+
+def test_bad_reader_path_keeps_the_prepared_dataset_byte_for_byte(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "recsys.data.prepare", "data=ml100k", "data.text_embeddings=false",
+           f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs"]
+    assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    before = _snapshot(tmp_path / "ml100k")
+    res = subprocess.run([*cmd, "data.reader.path=/nonexistent/ml-100k"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    said = res.stdout + res.stderr
+    assert "/nonexistent/ml-100k: not found" in said and f"{tmp_path / 'ml100k'} was left as it was" in said, said[-2000:]
+    assert _snapshot(tmp_path / "ml100k") == before
+    assert not list(tmp_path.glob(".ml100k.tmp-*"))
+
+
+def test_a_refreshed_dataset_is_not_replaced_by_a_prepare(tmp_path):
+    import json
+
+    out = _prep(tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["extra"]["refresh"] = {"from": "data/syn-original", "last_event_id": 7}
+    (out / "meta.json").write_text(json.dumps(meta))
+    before = _snapshot(out)
+    with pytest.raises(DataError, match="refreshed dataset.*left as it was"):
+        _prep(tmp_path, kcore=10)
+    assert _snapshot(out) == before
+    _prep(tmp_path, kcore=10, force=True)  # an explicit force replaces it
+
+
+SLOW_PREPARE = textwrap.dedent("""
+    import functools, logging, sys, time
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    from recsys.data.prepare import prepare
+    from recsys.data.splits import leave_one_out
+    from recsys.data.synthetic import read_synthetic
+
+    def slow_reader(**kw):
+        time.sleep(3)  # long enough for the other process to reach the lock
+        return read_synthetic(**kw)
+
+    prepare("syn", functools.partial(slow_reader, cache_dir=sys.argv[1] + "/raw", n_users=300, n_items=200,
+            n_interactions=6000, seed=1), functools.partial(leave_one_out), data_dir=sys.argv[1])
+""")
+
+
+def test_two_concurrent_prepares_build_once(tmp_path):
+    # The reader's identity must be the same in both processes: the cache key names its function.
+    script = tmp_path / "slow_prepare.py"
+    script.write_text(SLOW_PREPARE)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    both = "".join(logs)
+    assert both.count("prepare: wrote") == 1, logs
+    assert "waiting for it" in both and "prepared meanwhile by another process" in both, logs  # it waited, then reused
+    ds = load_dataset(tmp_path / "syn")
+    assert len(load_split(tmp_path / "syn", "loo").train) > 0 and ds.meta.extra["fingerprint"]
 
 
 def test_everything_filtered_out_is_an_error(tmp_path):

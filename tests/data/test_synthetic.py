@@ -56,3 +56,21 @@ def test_read_synthetic_is_cached_and_keeps_truth_ids(tmp_path):
     pd.testing.assert_frame_equal(ds.interactions, ds2.interactions)
     assert ds.items.item_id.tolist() == [str(i) for i in range(40)]  # item_id = row in item_factors.npy
     assert set(ds.meta.vocabularies) >= {"categories", "gender", "occupation", "age_bucket", "year_bucket"}
+
+
+def test_read_synthetic_validates_its_cache(tmp_path):
+    from recsys.data.schema import DataError
+
+    ds = read_synthetic(tmp_path, n_users=20, n_items=10, n_interactions=100, seed=0)
+    raw = tmp_path / ds.meta.source.split(":", 1)[1].split("/")[-1]
+    inter = pd.read_parquet(raw / "interactions.parquet")
+    inter.loc[3, "item_idx"] = 10  # one past the catalogue
+    inter.to_parquet(raw / "interactions.parquet", index=False)
+    with pytest.raises(DataError, match=r"interactions\.parquet: item_idx outside \[0, 10\)"):
+        read_synthetic(tmp_path, n_users=20, n_items=10, n_interactions=100, seed=0)
+    inter.loc[3, "item_idx"] = 0
+    inter["value"] = inter["value"].astype("float32")
+    inter.loc[5, "value"] = np.inf
+    inter.to_parquet(raw / "interactions.parquet", index=False)
+    with pytest.raises(DataError, match=r"interactions\.parquet: row 5: value inf must be finite"):
+        read_synthetic(tmp_path, n_users=20, n_items=10, n_interactions=100, seed=0)

@@ -37,12 +37,22 @@ def test_fused_embedding_and_dense_optimisers_own_disjoint_params(tmp_path):
         assert not r["dense_opt_has_embedding"] and r["n_dense_opt_params"] == r["n_dense"]
 
 
+def test_digest_on_a_rank_without_a_shard(tmp_path):
+    out = str(tmp_path / "dig")
+    _spawn(_workers.digest_without_shard, out)
+    r0, r1 = _read(out, 0), _read(out, 1)
+    assert sorted([r0["n_local_shards"], r1["n_local_shards"]]) == [0, 1]  # one rank owns the only table
+    assert r0["digest"] == r1["digest"] and all(abs(v) < float("inf") for v in r0["digest"].values())
+    assert (r0["device"], r0["backend"]) == ("cpu", "gloo")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["table_wise", "row_wise", "column_wise"])
 def test_each_plan_trains_on_cpu(tmp_path, sharding):
     out = str(tmp_path / "job")
     _spawn(_workers.run_job, dict(steps=40, rows_per_rank=640, batch_size=64, sharding=[sharding]), out)
     r = _read(out)
+    assert (r["device"], r["backend"]) == ("cpu", "gloo")
     assert set(r["plan"].values()) == {sharding}
     losses = r["losses"]
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.05

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from recsys.distributed.env import init_from_env
 from recsys.distributed.sharding import _any_device_sharder_cls, apply_fused_embedding_optimizer, plan_constraints, shard_model
 from recsys.models.dlrm import build_dlrm
 
@@ -45,9 +44,3 @@ def test_fused_optimizer_steps_embeddings_in_backward_unsharded():
 def test_shard_model_needs_a_process_group():
     with pytest.raises(RuntimeError, match="init_from_env"):
         shard_model(_model())
-
-
-def test_env_rejects_nccl_on_cpu(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    with pytest.raises(ValueError, match="nccl needs a CUDA device"):
-        init_from_env(backend="nccl", device="cpu")

@@ -18,23 +18,25 @@ GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "
      Constraints(include_categories=["Western"], exclude_categories=["Musical"], year_min=1960, year_max=1969)),
     ("films between 1985 and 1990 without thriller", Constraints(exclude_categories=["Thriller"], year_min=1985, year_max=1990)),
     ('something about "space" but avoid "zombie"', Constraints(must_have_words=["space"], exclude_words=["zombie"])),
-    ("three romantic comedies", Constraints(include_categories=["Romance", "Comedy"], max_results=3)),
+    ("three romantic comedies", Constraints(require_categories=["Romance", "Comedy"], max_results=3)),
 ])
 def test_rules(message, expected):
     t = ConversationParser(GENRES).turn("s", message)
     assert t.question is None and t.source == "rules"
     got = t.constraints
     assert sorted(got.include_categories) == sorted(expected.include_categories)
-    assert got.model_copy(update={"include_categories": []}) == expected.model_copy(update={"include_categories": []})
+    assert sorted(got.require_categories) == sorted(expected.require_categories)
+    blank = {"include_categories": [], "require_categories": []}
+    assert got.model_copy(update=blank) == expected.model_copy(update=blank)
 
 
 def test_contradiction_and_vagueness_ask_one_question():
     p = ConversationParser(GENRES)
     t = p.turn("s", "a comedy, but no comedy")
     assert t.constraints is None and "comedy" in t.question.lower()
-    t = p.turn("s", "between 1999 and 1990")
-    assert t.constraints is None and "year" in t.question.lower()
-    t = p.turn("s", "hmm, surprise me")
+    t = p.turn("s", "between 1999 and 1990")  # bounds in either order read as the range
+    assert (t.constraints.year_min, t.constraints.year_max) == (1990, 1999)
+    t = p.turn("s2", "hmm, surprise me")
     assert t.constraints is None and t.question.endswith("?") and t.source == "none"
 
 
@@ -50,13 +52,34 @@ def test_multi_turn_state_per_session():
     assert t.constraints == Constraints(include_categories=["Drama"])
 
 
-def test_llm_fallback_json_is_filtered_and_validated():
-    be = ScriptedBackend(texts=['Sure! {"include_categories": ["Drama", "Cyberpunk"], "year_min": 1970, "mood": "sad"}'])
+def test_llm_fallback_json_is_validated_strictly():
+    good = ('{"include_categories": ["Drama"], "exclude_categories": [], "year_min": 1970, "year_max": null, '
+            '"max_results": null, "like_titles": []}')
+    be = ScriptedBackend(texts=[good])
     t = ConversationParser(GENRES, backend=be).turn("s", "I want to cry tonight")
     assert t.source == "llm" and t.constraints == Constraints(include_categories=["Drama"], year_min=1970)
+    # an unknown key or genre rejects the whole answer: a schema-constrained decoder cannot write it
+    for bad in ('{"include_categories": ["Drama", "Cyberpunk"]}', '{"include_categories": ["Drama"], "mood": "sad"}'):
+        t = ConversationParser(GENRES, backend=ScriptedBackend(texts=[bad])).turn("s", "I want to cry tonight")
+        assert t.constraints is None and t.question
 
 
 @pytest.mark.parametrize("text", ["", "no json here", "{broken", '{"include_categories": ["Horror"], "exclude_categories": ["horror"]}',
                                   '{"year_min": 2000, "year_max": 1990}', "[1, 2]"])
 def test_bad_llm_json_gives_nothing(text):
     assert parse_constraints_json(text, GENRES) == {}
+
+
+def test_llm_json_is_read_by_the_linear_time_parser():
+    """Prose around the object, a brace before it, hostile nesting and length: read or refused, fast, no raise."""
+    import time
+
+    good = '{"include_categories": ["Drama"], "year_min": 1970}'
+    assert parse_constraints_json(f"Sure! {{genre}} here: {good} Enjoy.", GENRES) == {
+        "include_categories": ["Drama"], "year_min": 1970}
+    hostile = ["[" * 100_000, "{" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000, "{}" * 200_000,
+               good + " " * 10_000]  # the last is over the parser's length cap: refused, not truncated
+    for text in hostile:
+        t0 = time.perf_counter()
+        assert parse_constraints_json(text, GENRES) == {}
+        assert time.perf_counter() - t0 < 1.0

@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from llm_fakes import ScriptedBackend, tiny_items
 from recsys.llm.conversation import ConversationParser
 from recsys.llm.explain import Explainer
-from recsys.llm.factory import build_llm_stages
+from recsys.core.inject import instantiate_with
+from recsys.llm.factory import build_conversation, build_llm
 from recsys.llm.rerank import LLMReranker
 from recsys.core.candidates import Candidates, UserContext
 
@@ -46,9 +47,12 @@ def test_backend_configs_compose_and_stages_build(name):
 
 
 def test_none_switches_the_llm_off():
-    stages = build_llm_stages(_llm_cfg("none"), tiny_items(10), ["Comedy", "Horror"])
-    assert stages["backend"] is None and stages["rerank"] is None
+    cfg = _llm_cfg("none")
+    llm = build_llm(cfg)
+    assert llm.backend is None and llm.accounting is None and cfg.rerank is None
+    explain = instantiate_with(cfg.explain, items_table=tiny_items(10), backend=llm.backend)  # as the pipeline does
     c = Candidates(np.array([1, 2]), np.ones(2), np.array(["x", "x"]))
-    out = stages["explain"](UserContext(history=np.array([6])), c)
+    out = explain(UserContext(history=np.array([6])), c)
     assert len(out.explanations) == 2 and out.trace["explain"]["ungrounded"] == 0
-    assert stages["conversation"].turn("s", "a horror film").constraints.include_categories == ["Horror"]
+    conversation = build_conversation(cfg, categories=["Comedy", "Horror"], backend=llm.backend)
+    assert conversation.turn("s", "a horror film").constraints.include_categories == ["Horror"]

@@ -1,9 +1,15 @@
-"""OpenAI-compatible HTTP backend against a REAL local server (llama.cpp serving the SmolLM2 GGUF)."""
+"""OpenAI-compatible HTTP backend against a REAL local server (llama.cpp serving the SmolLM2 GGUF).
 
+The server is started with an API key: the backend must read it from the environment (never from a
+config value, which Hydra would save in .hydra/), and a run's saved config must not contain it.
+"""
+
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +17,8 @@ import pytest
 from llm_fakes import tiny_items
 from recsys.llm.prompts import LABELS, verbalizer_prompt
 
-pytestmark = pytest.mark.slow
+KEY = "sk-test-4f1c9a-not-a-real-key"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -35,7 +42,7 @@ def server(tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
              "--port", str(port), "--chat_format", "chatml", "--n_threads", "1", "--n_threads_batch", "1",
-             "--n_ctx", "2048", "--logits_all", "true"],
+             "--n_ctx", "2048", "--logits_all", "true", "--api_key", KEY],
             stdout=fh, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
@@ -45,7 +52,7 @@ def server(tmp_path_factory):
             if proc.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{url}/models", timeout=2.0).status_code == 200:
+                if httpx.get(f"{url}/models", timeout=2.0, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -61,10 +68,13 @@ def server(tmp_path_factory):
             proc.kill()
 
 
-def test_generate_and_score_against_real_server(server):
+@pytest.mark.slow
+def test_generate_and_score_against_real_server(server, monkeypatch):
     from recsys.llm.backends.openai_backend import OpenAIBackend
 
-    be = OpenAIBackend(server, model="smollm2", concurrency=2, timeout_s=300, retries=1, top_logprobs=20)
+    monkeypatch.setenv("RECSYS_TEST_LLM_KEY", KEY)
+    be = OpenAIBackend(server, model="smollm2", concurrency=2, timeout_s=300, retries=1, top_logprobs=20,
+                       api_key_env="RECSYS_TEST_LLM_KEY")
     try:
         texts = be.generate([[{"role": "user", "content": "Say hello."}]] * 2, max_new_tokens=8)
         assert len(texts) == 2 and all(isinstance(t, str) and t for t in texts)
@@ -87,3 +97,56 @@ def test_unreachable_server_is_retried_then_counted():
     assert be.generate([[{"role": "user", "content": "x"}]]) == [""]
     assert np.all(np.isneginf(be.score_choices([[{"role": "user", "content": "x"}]], ["A", "B"])))
     assert be.stats.errors == 2
+
+
+@pytest.mark.slow
+def test_key_missing_from_the_environment_is_refused_by_the_server(server, monkeypatch):
+    from recsys.llm.backends.openai_backend import OpenAIBackend
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    be = OpenAIBackend(server, model="smollm2", timeout_s=60, retries=2, backoff_s=0.01)
+    try:
+        assert be.generate([[{"role": "user", "content": "x"}]], max_new_tokens=2) == [""]
+        assert be.stats.errors == 1  # 401 is not retried
+    finally:
+        be.close()
+
+
+def test_api_key_argument_is_refused():
+    from recsys.llm.backends.openai_backend import OpenAIBackend
+
+    with pytest.raises(ValueError, match="export OPENAI_API_KEY"):
+        OpenAIBackend("http://127.0.0.1:9/v1", api_key=KEY)
+
+
+def _run_recommend(tmp_path, *overrides):
+    """`python -m recsys.recommend llm=openai ...` as a user runs it, with the key in the environment.
+
+    There is no prepared dataset under RECSYS_DATA, so the task stops early, after Hydra has written
+    the run's .hydra/*.yaml: which is all this looks at.
+    """
+    env = dict(os.environ, OPENAI_API_KEY=KEY, PYTHONPATH=str(ROOT), RECSYS_OUTPUTS=str(tmp_path / "out"),
+               RECSYS_DATA=str(tmp_path / "no-data"))
+    return subprocess.run([sys.executable, "-m", "recsys.recommend", "llm=openai", "user_id=196", *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _files_with_key(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+
+
+def test_saved_run_config_holds_no_key_and_a_distinct_port(tmp_path):
+    from omegaconf import OmegaConf
+
+    proc = _run_recommend(tmp_path)
+    assert proc.returncode != 0 and "meta.json: metadata file not found" in proc.stderr, proc.stderr[-2000:]
+    saved = list((tmp_path / "out").rglob(".hydra/config.yaml"))
+    assert len(saved) == 1, proc.stderr[-2000:]
+    cfg = OmegaConf.load(saved[0])
+    assert cfg.llm.backend.api_key_env == "OPENAI_API_KEY" and "api_key" not in cfg.llm.backend
+    assert cfg.llm.backend.base_url.startswith("http://127.0.0.1:8001/") and cfg.port == 8000
+    assert _files_with_key(tmp_path) == []
+    # The old habit, the key as an override, is refused before anything is written.
+    proc = _run_recommend(tmp_path / "override", f"llm.backend.api_key={KEY}")
+    assert proc.returncode != 0 and "api_key" in proc.stderr
+    assert _files_with_key(tmp_path / "override") == []

@@ -186,7 +186,8 @@ def test_bad_choices_fail_clearly(tiny):
 
 
 def test_train_then_index_entry_points_with_the_sequential_tower(tmp_path, ml100k_data_root):
-    """The user's journey: the composed experiment trains one epoch, then recsys.index indexes its checkpoint."""
+    """The user's journey: the composed experiment trains (debug=fast), recsys.index indexes the run by
+    its stable name, and the pipeline's loader + source serve it."""
     import json
     import os
     import subprocess
@@ -195,24 +196,26 @@ def test_train_then_index_entry_points_with_the_sequential_tower(tmp_path, ml100
 
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
-    run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "recsys.train", "experiment=ml100k/two_tower_seq", "debug=fast",
-                    "trainer.enable_progress_bar=false", "eval.progress=false", f"hydra.run.dir={run}",
-                    f"paths.data_dir={ml100k_data_root}"], check=True, env=env, cwd=root, capture_output=True)
+    logs = tmp_path / "outputs"
+    res = subprocess.run([sys.executable, "-m", "recsys.train", "experiment=ml100k/two_tower_seq", "debug=fast",
+                          "eval.progress=false", f"paths.log_dir={logs}", f"paths.data_dir={ml100k_data_root}"],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = logs / "debug" / "ml100k-two_tower_seq-seed42"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["test/ndcg@10"] <= 1.0 and "test/recall@200" in metrics
-    ckpt = Path(metrics["best_checkpoint"])
-    subprocess.run([sys.executable, "-m", "recsys.index", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'index'}"],
-                   check=True, env=env, cwd=root, capture_output=True)  # weights_only load: no trust flag
+    res = subprocess.run([sys.executable, "-m", "recsys.index", f"run={run}", "index=flat", "n_queries=100", "k=20",
+                          f"paths.log_dir={logs}"], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]  # weights_only load: no trust flag
     from recsys.data.schema import DatasetMeta
 
-    n_items = DatasetMeta.load(Path(ml100k_data_root) / "ml100k" / "meta.json").n_items
-    assert np.load(run / "item_embeddings.npy").shape == (n_items, 64)
-    assert (run / "index" / "flat" / "index.faiss").exists()
-    # The serving source built from those artifacts (configs/pipeline/two_tower.yaml's factory).
+    dataset_dir = Path(ml100k_data_root) / "ml100k"
+    n_items = DatasetMeta.load(dataset_dir / "meta.json").n_items
+    assert np.load(run.resolve() / "index" / "flat" / "item_embeddings.npy").shape == (n_items, 64)
+    # The serving source built from those artifacts (configs/pipeline/two_tower.yaml's factories).
     from recsys.core.candidates import UserContext
-    from recsys.pipeline.recommender import two_tower_source
+    from recsys.pipeline.recommender import load_two_tower, two_tower_source
 
-    src = two_tower_source(str(run), "flat", ckpt.name, dataset_dir=Path(ml100k_data_root) / "ml100k")
+    src = two_tower_source(load_two_tower(str(run), "flat", dataset_dir=dataset_dir))
     out = src(UserContext(user_idx=0, history=np.array([0, 1, 2])), 10)
     assert len(out) == 10 and not set(out.items.tolist()) & {0, 1, 2}

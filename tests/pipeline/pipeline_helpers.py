@@ -42,3 +42,21 @@ class ListSource:
         return Candidates(self.items[:k], self.scores[:k], np.full(len(self.items[:k]), self.name, dtype=object))
 
 
+
+
+def trained_items(n: int) -> np.ndarray:
+    """Stands in for a trained artifact loaded from a run directory (``artifacts:`` in a pipeline YAML)."""
+    return np.arange(n, dtype=np.int64)
+
+
+class ArtifactSource:
+    """A source built around an injected artifact (the way ``two_tower_source`` receives ``two_tower``)."""
+
+    name = "artifact"
+
+    def __init__(self, trained_items: np.ndarray):
+        self.items = trained_items
+
+    def __call__(self, ctx, k: int) -> Candidates:
+        items = self.items[:k]
+        return Candidates(items, -np.arange(len(items), dtype=np.float32), np.full(len(items), self.name, dtype=object))

@@ -1,4 +1,4 @@
-"""DLRM ranking stage: features, ordering, truncation."""
+"""DLRM rank stage: scores the top n_rank merged candidates with the feature contract, keeps the rest below."""
 
 from __future__ import annotations
 
@@ -6,55 +6,53 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.models.dlrm import build_dlrm
 from recsys.core.candidates import Candidates, UserContext
-from recsys.pipeline.rank import DLRMRankStage, ranker_cardinalities
+from recsys.models.lit_ranker import LitRanker
+from recsys.pipeline.rank import DLRMRankStage
+from recsys.ranking.features import FeatureSpec, RankerFeatures
+from recsys.retrieval.merge import CandidateMerger
 
-from pipeline_helpers import make_catalog
 
-
-def stage(keep=5):
-    cat = make_catalog(40, dim=None)
-    cat.popularity = np.arange(40, dtype=np.float32)
+def _stage(tiny_dataset, n_rank=3, keep=None, sources=("a", "b")):
+    ds, split = tiny_dataset
+    spec = FeatureSpec(sources=list(sources), sparse=["gender", "categories", "sources"],
+                       dense=[f"{sources[0]}_rank", "merged_rank", "item_popularity", "genre_match"], n_rank=n_rank)
+    feats = RankerFeatures(spec, ds, split.train)
     torch.manual_seed(0)
-    model = build_dlrm(ranker_cardinalities(10, 40, len(cat.categories)), num_dense_features=1 + 2 * 2, embedding_dim=4)
-    return DLRMRankStage(model, cat, ["a", "b"], keep=keep), cat
+    return DLRMRankStage(LitRanker(feats.cardinalities(), feats.num_dense, embedding_dim=4), feats, keep=keep)
 
 
-def cands():
-    items = np.array([3, 9, 1, 30, 22, 17, 5])
-    a = np.array([0.9, np.nan, 0.5, 0.1, np.nan, 0.3, 0.2], dtype=np.float32)
-    return Candidates(items, np.linspace(1, 0, 7), np.array(["a"] * 7, dtype=object), {"a_score": a})
+def _cands():
+    a = Candidates(np.array([3, 6, 7, 4, 5]), np.linspace(1, 0, 5), np.array(["a"] * 5, dtype=object))
+    a.features["a_score"] = a.scores
+    return CandidateMerger()({"a": a})
 
 
-def test_dense_features_hand_checked():
-    st, _ = stage()
-    d = st.dense(cands())
-    assert d.shape == (7, 5)
-    np.testing.assert_allclose(d[:, 0], np.log1p([3, 9, 1, 30, 22, 17, 5]), rtol=1e-6)
-    np.testing.assert_allclose(d[:, 1], [0.9, 0, 0.5, 0.1, 0, 0.3, 0.2], rtol=1e-6)
-    assert d[:, 2].tolist() == [1, 0, 1, 1, 0, 1, 1]
-    assert d[:, 3:].tolist() == [[0, 0]] * 7  # source b proposed nothing
-
-
-def test_stage_scores_sorts_and_keeps():
-    st, cat = stage(keep=5)
-    out = st(UserContext(user_idx=2), cands())
-    assert len(out) == 5 and np.all(np.diff(out.scores) <= 0)
-    assert set(out.items.tolist()) <= {3, 9, 1, 30, 22, 17, 5}
-    np.testing.assert_array_equal(out.features["rank_score"], out.scores)
-    # the model's own forward on the same features gives the same scores
-    c = cands()
+def test_scores_the_head_and_keeps_the_tail_in_merged_order(tiny_dataset):
+    st = _stage(tiny_dataset, n_rank=3)
+    ctx, cands = UserContext(user_idx=0, history=np.array([0, 1])), _cands()
+    out = st(ctx, cands)
+    assert len(out) == 5 and set(out.items[:3]) == {3, 6, 7} and out.items[3:].tolist() == [4, 5]
+    assert np.all(np.diff(out.scores) < 0)  # one descending order: scored head, then the tail
+    rows = st.rows(ctx, cands)
     with torch.no_grad():
-        ref = torch.sigmoid(st.model(torch.from_numpy(st.dense(c)), st.sparse(UserContext(user_idx=2), c))).numpy()
-    np.testing.assert_allclose(np.sort(ref)[::-1][:5], out.scores, rtol=1e-6)
-    kjt = st.sparse(UserContext(), c)  # unknown user -> row 0
-    assert kjt["user"].values().tolist() == [0] * 7
-    assert kjt["category"].lengths().tolist() == [len(cat.category_ids(i)) for i in c.items]
+        logits = st.model(*rows.tensors().batch()).numpy()
+    np.testing.assert_allclose(out.features["rank_score"][:3], np.sort(logits)[::-1], rtol=1e-6)
+    assert np.isnan(out.features["rank_score"][3:]).all()
+    # the stage reports in the trace dict it was handed; b proposed nothing: not in the merge, a fallback
+    assert out.trace == {"scored": 3, "missing_sources": ["b"],
+                         "fallbacks": ["ranker: no b source in this pipeline; read as not proposed"]}
+    assert len(_stage(tiny_dataset, n_rank=3, keep=2)(ctx, cands)) == 2
+    assert len(st(ctx, Candidates.empty())) == 0
 
 
-def test_rejects_a_model_with_other_features():
-    _, cat = stage()
-    model = build_dlrm({"x": 3, "y": 3}, num_dense_features=2, embedding_dim=4)
-    with pytest.raises(ValueError, match="features"):
-        DLRMRankStage(model, cat, ["a"])
+def test_cold_user_is_ranked_from_item_features(tiny_dataset):
+    out = _stage(tiny_dataset)(UserContext(), _cands())
+    assert len(out) == 5 and np.isfinite(out.features["rank_score"][:3]).all()
+
+
+def test_rejects_a_model_built_for_other_features(tiny_dataset):
+    st = _stage(tiny_dataset)
+    other = _stage(tiny_dataset, sources=("a", "b", "c"))  # one more source: a bigger `sources` table
+    with pytest.raises(ValueError, match="do not match the feature contract"):
+        DLRMRankStage(other.model, st.features)

@@ -41,12 +41,40 @@ def test_parse_missing_fields_and_log_transform():
         ("2" + "\t0" * 13 + "\ta" * 26, "label must be 0 or 1"),
         ("0\tx" + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),
         ("0" + "\t0" * 13 + "\tzz" + "\ta" * 25, "C1 must be a hex string"),
+        # Python's int() accepts all of these; none is a Criteo integer
+        ("0\t1_000" + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),
+        ("0\t0x1f" + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),
+        ("0\t 7" + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),
+        ("0\t+7" + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),
+        ("0\t" + "9" * 400 + "\t0" * 12 + "\ta" * 26, "I1 must be an integer"),  # log1p would overflow
+        ("0" + "\t0" * 13 + "\t0x1f" + "\ta" * 25, "C1 must be a hex string"),
+        ("0" + "\t0" * 13 + "\t1_f" + "\ta" * 25, "C1 must be a hex string"),
+        ("0" + "\t0" * 13 + "\t " + "\ta" * 25, "C1 must be a hex string"),
+        ("1.0" + "\t0" * 13 + "\ta" * 26, "label must be 0 or 1"),
+        ("", "empty line"),
     ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, bad, match):
     good = list(generate_rows(3, seed=0))
     path = write_rows(tmp_path / "bad.tsv", good[:2] + [bad] + good[2:])
     with pytest.raises(DataError, match=f"bad.tsv:3: {match}"):
+        list(read_rows(path))
+
+
+def test_negative_integers_are_valid_and_non_ascii_bytes_name_the_line(tmp_path):
+    row = parse_line("0\t-1" + "\t0" * 12 + "\ta" * 26)
+    assert row.dense[0] == -1
+    with pytest.raises(DataError, match="day_1:7: I1 must be an integer"):  # Arabic-Indic digits: int() accepts them
+        parse_line("0\t\u0661\u0662" + "\t0" * 12 + "\ta" * 26, "day_1", 7)
+    with pytest.raises(DataError, match="day_1:7: C1 must be a hex string"):
+        parse_line("0" + "\t0" * 13 + "\t\u0661" + "\ta" * 25, "day_1", 7)
+    good = list(generate_rows(3, seed=0))
+    path = tmp_path / "bytes.tsv"
+    path.write_bytes(("\n".join(good[:3]) + "\n").encode() + "0\t\u0661".encode() + b"\t0" * 12 + b"\ta" * 26 + b"\n")
+    with pytest.raises(DataError, match="bytes.tsv:4: not ASCII text"):
+        list(read_rows(path))
+    path.write_bytes(("\n".join(good[:2]) + "\n").encode() + b"0\t\xff" + b"\t0" * 12 + b"\ta" * 26 + b"\n")
+    with pytest.raises(DataError, match="bytes.tsv:3: not ASCII text"):
         list(read_rows(path))
 
 

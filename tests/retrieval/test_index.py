@@ -70,3 +70,70 @@ def test_bad_inputs():
         ItemIndex("flat", device="cpu").build(np.full((3, 4), np.nan, np.float32))
     with pytest.raises(FileNotFoundError, match="index.faiss"):
         ItemIndex.load("/nonexistent/dir")
+
+
+# ---- GPU parameters, validated before faiss sees them (runs on CPU) ----------------------
+
+
+def test_gpu_problems_names_each_faiss_gpu_limit():
+    from recsys.retrieval.index import GPU_MAX_K, gpu_problems
+
+    assert gpu_problems("ivf_pq", 5000, 8, 8, 8) == []
+    assert gpu_problems("flat", 10, 10**6, 7, 3) == []  # flat has no such knobs
+    assert gpu_problems("hnsw", 10, 10**6, 7, 3) == []
+    (p,) = gpu_problems("ivf_flat", 5000, GPU_MAX_K + 1, 8, 8)
+    assert "nprobe=2049" in p
+    probs = gpu_problems("ivf_pq", 200, 8, 6, 4)
+    assert any("pq_nbits=4" in x for x in probs) and any("pq_m=6" in x for x in probs)
+    assert any("200 vectors" in x and "256" in x for x in probs)
+
+
+def test_device_cuda_refuses_bad_gpu_params_before_faiss_is_asked():
+    """On this CPU box faiss would say 'no GPU'; the parameter error must come first."""
+    with pytest.raises(ValueError, match="pq_m=6: GPU IVF-PQ supports"):
+        ItemIndex("ivf_pq", pq_m=6, device="cuda").build(clustered(600, d=12))
+    with pytest.raises(ValueError, match="need at least 256"):
+        ItemIndex("ivf_pq", pq_m=4, device="cuda").build(clustered(200))  # CPU would clamp to fewer bits
+    with pytest.raises(RuntimeError, match="faiss sees no GPU"):
+        ItemIndex("ivf_pq", pq_m=4, device="cuda").build(clustered(600))  # valid: only the GPU is missing
+
+
+class _FakeGpuFaiss:
+    """The faiss-gpu calls ItemIndex makes, around a real CPU index (this box has no GPU)."""
+
+    def __init__(self, monkeypatch):
+        import faiss
+
+        self.resources, self.cloned = [], []
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+        monkeypatch.setattr(faiss, "StandardGpuResources", lambda: self.resources.append(object()) or self.resources[-1], raising=False)
+        monkeypatch.setattr(faiss, "GpuClonerOptions", lambda: type("Co", (), {"useFloat16": False})(), raising=False)
+        monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, index, co: self.cloned.append((res, co.useFloat16)) or index, raising=False)
+        monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: index, raising=False)
+        space = type("Space", (), {"set_index_parameter": lambda s, index, name, v: setattr(index, name, v)})
+        monkeypatch.setattr(faiss, "GpuParameterSpace", space, raising=False)
+        monkeypatch.setattr("recsys.retrieval.index._GPU", {"resources": None, "lock": __import__("threading").RLock()})
+
+
+def test_auto_falls_back_to_cpu_when_the_gpu_cannot_hold_it(monkeypatch, caplog):
+    gpu = _FakeGpuFaiss(monkeypatch)
+    with caplog.at_level("WARNING"):
+        idx = ItemIndex("ivf_pq", pq_m=4, device="auto").build(clustered(200))
+    assert not idx.on_gpu and gpu.cloned == [] and "stays on the CPU" in caplog.text
+    assert ItemIndex("hnsw", hnsw_m=8, device="auto").build(clustered(300)).on_gpu is False  # no GPU HNSW
+
+
+def test_gpu_indices_share_resources_and_use_float16_tables_only_for_wide_pq(monkeypatch):
+    gpu = _FakeGpuFaiss(monkeypatch)
+    x = clustered(1000, d=64)
+    wide = ItemIndex("ivf_pq", nlist=8, pq_m=64, device="auto").build(x)
+    narrow = ItemIndex("ivf_pq", nlist=8, pq_m=16, device="auto").build(x)
+    flat = ItemIndex("flat", device="auto").build(clustered(3000, d=8))
+    assert wide.on_gpu and narrow.on_gpu and flat.on_gpu
+    assert len(gpu.resources) == 1 and all(res is gpu.resources[0] for res, _ in gpu.cloned)
+    assert [f16 for _, f16 in gpu.cloned] == [True, False, False]  # flat vectors never go float16
+    with pytest.raises(ValueError, match="at most 2048"):
+        flat.search(clustered(2, d=8), 2049)
+    with pytest.raises(ValueError, match="nprobe=4096"):
+        narrow.set_search_params(nprobe=4096)
+    assert narrow.search(x[:2], 5)[1].shape == (2, 5)

@@ -11,10 +11,16 @@ the whole batch.
 Verbalizer scoring asks for one token with ``logprobs: true`` and
 ``top_logprobs`` (OpenAI caps it at 20; vLLM and llama.cpp accept more): a
 label absent from the returned top tokens gets -inf.
+
+The API key is read from the environment variable named by ``api_key_env``
+(``OPENAI_API_KEY`` by default), never from the config: Hydra writes every
+config value and command-line override into the run's ``.hydra/*.yaml``, so a
+key passed as a config value would be saved on disk with each run.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,9 +33,11 @@ _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 class OpenAIBackend(LLMBackend):
     """Args:
-        base_url: server root, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: server root, e.g. ``http://127.0.0.1:8001/v1`` (8000 is the recommender's own port).
         model: model name the server expects.
-        api_key: sent as a bearer token (``EMPTY`` for local servers).
+        api_key_env: environment variable holding the key, sent as a bearer token; unset or
+            empty sends no ``Authorization`` header (local vLLM / llama.cpp servers need none).
+        api_key: refused, so that a key never sits in a config (see module docstring).
         concurrency: requests in flight at once.
         timeout_s: per-request timeout; retries: extra attempts; backoff_s: first retry delay.
         top_logprobs: how many next tokens the server reports for scoring.
@@ -37,18 +45,23 @@ class OpenAIBackend(LLMBackend):
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str = "default", api_key: str = "EMPTY", concurrency: int = 8,
+    def __init__(self, base_url: str, model: str = "default", api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 0.5, top_logprobs: int = 20,
-                 extra_body: dict | None = None) -> None:
+                 extra_body: dict | None = None, api_key: None = None) -> None:
         super().__init__()
         import httpx
+
+        if api_key is not None:
+            raise ValueError(f"OpenAIBackend does not take api_key from its arguments (configs are saved in .hydra/): "
+                             f"export {api_key_env}=... instead")
+        key = os.environ.get(api_key_env, "")
 
         self.base_url = base_url.rstrip("/")
         self.model, self.concurrency = model, int(concurrency)
         self.retries, self.backoff_s, self.top_logprobs = int(retries), float(backoff_s), int(top_logprobs)
         self.extra_body = dict(extra_body or {})
         self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s), headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout_s), headers={"Authorization": f"Bearer {key}"} if key else {},
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
         )
 

@@ -16,12 +16,22 @@ tests and scripts share one loaded copy.
 Batches are left-padded so the last position of every row is the
 next-token position; scoring asks the model for that position only
 (``logits_to_keep=1``), so C labels cost one prefill and no decoding.
+
+Structured output: ``generate(json_schema=...)`` (or ``choices=``) constrains
+decoding with llguidance (the grammar engine behind Guidance, also one of
+vLLM's structured-output backends): at every step a matcher per row masks
+the tokens that cannot continue a document of the schema, so the text is
+valid JSON of that schema unless the token budget cut it short (callers still
+validate strictly). Without the ``llguidance`` package the schema is ignored
+and logged once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import threading
@@ -36,6 +46,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _MODEL_CACHE: dict[tuple, tuple] = {}
 _LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def smollm2_gguf_path() -> Path:
@@ -202,10 +213,14 @@ class TransformersBackend(LLMBackend):
 
         texts: list[str] = []
         t0, n_in, n_out = self._now(), 0, 0
+        grammar = self._grammar(json_schema, choices)
         for s in range(0, len(prompts), self.batch_size):
             enc = self._encode(prompts[s : s + self.batch_size])
             n_in += int(enc["attention_mask"].sum())
             kw = {"do_sample": False} if temperature <= 0 else {"do_sample": True, "temperature": temperature}
+            if grammar is not None:
+                kw["logits_processor"] = [GrammarLogitsProcessor(self._ll_tokenizer(), grammar, len(enc["input_ids"]),
+                                                                 enc["input_ids"].shape[1])]
             with torch.inference_mode():
                 gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **kw)
             new = gen[:, enc["input_ids"].shape[1]:]
@@ -216,3 +231,66 @@ class TransformersBackend(LLMBackend):
                 texts.append(self.tokenizer.decode(keep, skip_special_tokens=True).strip())
         self.stats.record(len(prompts), n_in, n_out, self._now() - t0)
         return texts
+
+    # -- structured output ---------------------------------------------------------
+    def _grammar(self, json_schema: dict | None, choices: list[str] | None) -> str | None:
+        """An llguidance grammar for the schema / choice list; None when unconstrained or unavailable."""
+        if json_schema is None and not choices:
+            return None
+        try:
+            import llguidance
+        except ImportError:
+            if not getattr(self, "_warned", False):
+                log.warning("llguidance is not installed: json_schema/choices are not enforced while decoding")
+                self._warned = True
+            return None
+        if choices:
+            return llguidance.grammar_from("choice", json.dumps(list(choices)))
+        return llguidance.LLMatcher.grammar_from_json_schema(json.dumps(json_schema))
+
+    def _ll_tokenizer(self):
+        """The llguidance view of the tokenizer (built once: ~1 s)."""
+        if getattr(self, "_llt", None) is None:
+            import llguidance.hf
+
+            self._llt = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=int(self.model.config.vocab_size))
+        return self._llt
+
+
+class GrammarLogitsProcessor:
+    """transformers logits processor: -inf for every token the row's llguidance matcher rejects.
+
+    Args: the llguidance tokenizer, a grammar (``llguidance.grammar_from``), the batch size and
+    the prompt length (tokens after it are the generated ones, consumed one step late).
+    """
+
+    def __init__(self, ll_tokenizer, grammar: str, batch: int, prompt_len: int) -> None:
+        import llguidance
+        from llguidance.torch import allocate_token_bitmask
+
+        self.matchers = [llguidance.LLMatcher(ll_tokenizer, grammar) for _ in range(batch)]
+        for m in self.matchers:
+            if m.is_error():
+                raise ValueError(f"grammar rejected by llguidance: {m.get_error()}")
+        self.prompt_len = prompt_len
+        self.bitmask = allocate_token_bitmask(batch, ll_tokenizer.vocab_size)
+        self.eos = ll_tokenizer.eos_token
+
+    def __call__(self, input_ids, scores):
+        import torch
+        from llguidance.torch import fill_next_token_bitmask
+
+        if input_ids.shape[1] > self.prompt_len:  # the token chosen at the previous step
+            for m, tok in zip(self.matchers, input_ids[:, -1].tolist()):
+                if not m.is_stopped():
+                    m.consume_token(int(tok))
+        for i, m in enumerate(self.matchers):
+            fill_next_token_bitmask(m, self.bitmask, i)
+        # unpack (B, ceil(V/32)) int32 words into (B, V) bools; llguidance's own helper torch.compiles
+        bits = (self.bitmask[:, :, None] >> torch.arange(32, dtype=torch.int32)) & 1
+        allowed = bits.reshape(len(self.matchers), -1)[:, : scores.shape[1]].bool()
+        for i, m in enumerate(self.matchers):
+            if m.is_stopped():  # finished rows only end the turn
+                allowed[i] = False
+                allowed[i, self.eos] = True
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))

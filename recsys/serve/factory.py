@@ -1,0 +1,71 @@
+"""The app factory each server process imports: ``recsys.serve.factory:app_from_env`` (uvicorn ``factory=True``).
+
+``python -m recsys.serve`` composes ``configs/serve.yaml`` once (Hydra), puts the
+resolved config into the environment (``RECSYS_SERVE_CONFIG``, YAML) and starts
+uvicorn with ``workers`` processes; every worker calls :func:`app_from_env`,
+which builds its own recommender (``build_state``), opens the shared feedback
+store, replays the store's event log (``create_app``) and closes the store at
+shutdown (committing what is queued).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from fastapi import FastAPI
+
+CONFIG_ENV = "RECSYS_SERVE_CONFIG"
+
+
+def app_from_cfg(cfg) -> FastAPI:
+    """-> the app for a composed ``configs/serve.yaml``; its shutdown closes the feedback store."""
+    from recsys.serve.app import build_state, create_app
+
+    state = build_state(cfg)
+    try:
+        app = create_app(state)
+    except BaseException:
+        state.store.close()
+        raise
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            state.store.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker: the config comes from ``RECSYS_SERVE_CONFIG``."""
+    from omegaconf import OmegaConf
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `python -m recsys.serve`")
+    cfg = OmegaConf.create(text)
+    set_log_level(cfg.get("log_level", "warning"))
+    return app_from_cfg(cfg)
+
+
+def set_log_level(level: str) -> str:
+    """Make ``log_level`` govern this process's logging -> the level's name (``"WARNING"``).
+
+    Sets the root logger's level, which every logger of the service (``recsys.*``, none of which sets
+    its own) and of its libraries inherits and which gates every handler: Hydra's console handler
+    and ``serve.log`` in the parent, stderr in a spawned worker (given a handler here: Hydra
+    configured only the parent).
+    """
+    name = str(level).upper()
+    if not isinstance(logging.getLevelName(name), int):
+        raise ValueError(f"log_level must be debug, info, warning, error or critical, got {level!r}")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    root.setLevel(name)
+    return name

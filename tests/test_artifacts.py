@@ -1,0 +1,144 @@
+"""Safe loading, run identity and provenance helpers (recsys/utils/{artifacts,run_identity,run_dir}.py),
+on the real training configs composed by Hydra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import recsys.train  # noqa: F401  (registers ${run_hash:})
+from recsys.utils import run_dir as R
+from recsys.utils.artifacts import (ProvenanceError, compute_dataset_fingerprint, dataset_fingerprint, fingerprint_record,
+                                    load_torch, replace_dir)
+from recsys.utils.run_identity import config_hash, identity_config, identity_diff
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+BASE = ["experiment=ml100k/two_tower"]
+
+
+def _compose(overrides: list[str], hydra_node: bool = False):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("train", overrides=[*BASE, *overrides], return_hydra_config=hydra_node)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+class _Evil:
+    """Unpickling it creates ``path`` (what arbitrary code in a checkpoint could do)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def write_evil_pickle(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "payload": _Evil(marker)}, path)
+    return path
+
+
+# ---- run identity -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override", [
+    "logger=none", "trainer.enable_progress_bar=false", "paths.log_dir=/elsewhere", "tags=[a,b]", "resume=false",
+    "eval.progress=false", "eval.batch_size=64", "test=false", "task_name=other", "hydra.run.dir=/tmp/x",
+    "callbacks.model_checkpoint.filename=ep", "data.force=true",
+])
+def test_non_identity_overrides_keep_the_hash(override):
+    assert config_hash(_compose([override])) == config_hash(_compose([]))
+
+
+@pytest.mark.parametrize("override", [
+    "model.module.lr=0.05", "model.module.dim=32", "model.module.hidden=[64]", "seed=1", "trainer.max_epochs=3",
+    "data.kcore=10", "paths.data_dir=/other/data", "callbacks.early_stopping.patience=9", "eval.ks=[10]",
+    "debug=fast", "+trainer.precision=16-mixed",
+])
+def test_identity_overrides_change_the_hash(override):
+    base, changed = _compose([]), _compose([override])
+    assert config_hash(changed) != config_hash(base)
+    key = override.split("=")[0].lstrip("+")
+    key = {"paths.data_dir": "data.data_dir"}.get(key, key)
+    if "." in key:  # the diff names the key that changed (paths.data_dir counts through data.data_dir)
+        assert any(line.startswith(key) for line in identity_diff(identity_config(base), identity_config(changed)))
+
+
+def test_hash_is_resolved_lists_and_stable():
+    cfg = _compose([])
+    ident = identity_config(cfg)
+    assert isinstance(ident["model"]["module"]["hidden"], list)  # plain values, not ListConfig
+    assert ident["model"]["datamodule"]["max_history"] == 50  # interpolations resolved
+    assert "paths" not in ident and "logger" not in ident and "run_id" not in ident
+    assert config_hash(_compose([])) == config_hash(cfg) and len(config_hash(cfg)) == 12
+
+
+def test_run_dir_name_carries_the_hash_before_the_job_starts():
+    cfg = _compose(["paths.log_dir=/out"], hydra_node=True)  # what Hydra resolves to pick the directory
+    h = config_hash(cfg)
+    assert h == config_hash(_compose(["paths.log_dir=/out"]))  # the hydra node does not count
+    assert cfg.hydra.run.dir == f"/out/train/ml100k-two_tower-seed42-{h}"
+    assert cfg.run_id == f"ml100k-two_tower-seed42-{h}"
+
+
+# ---- safe loading ---------------------------------------------------------------------
+
+
+def test_load_torch_refuses_code_and_says_how_to_opt_in(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = write_evil_pickle(tmp_path / "evil.ckpt", marker)
+    with pytest.raises(ProvenanceError, match="outside the allow-list.*trusted=true"):
+        load_torch(evil)
+    assert not marker.exists()
+    load_torch(evil, trusted=True)  # the opt-in really unpickles: the marker mechanism works
+    assert marker.exists()
+
+
+def test_load_torch_allows_the_projects_classes(tmp_path, tiny_dataset):
+    ds, _ = tiny_dataset
+    torch.save({"meta": ds.meta, "w": torch.ones(2)}, tmp_path / "a.ckpt")
+    assert load_torch(tmp_path / "a.ckpt")["meta"].n_items == ds.meta.n_items
+
+
+# ---- dataset fingerprint, directories ---------------------------------------------------
+
+
+def test_recorded_fingerprint_is_used_only_while_the_files_are_unchanged(tiny_dir):
+    fp = compute_dataset_fingerprint(tiny_dir)
+    meta = json.loads((tiny_dir / "meta.json").read_text())
+    meta["extra"].update(fingerprint_record(tiny_dir))
+    (tiny_dir / "meta.json").write_text(json.dumps(meta))
+    assert dataset_fingerprint(tiny_dir) == fp
+    # rewrite a table (a refresh copying meta.json would do this): the stale record is not trusted
+    import pandas as pd
+
+    inter = pd.read_parquet(tiny_dir / "interactions.parquet")
+    inter.iloc[:-1].to_parquet(tiny_dir / "interactions.parquet")
+    assert dataset_fingerprint(tiny_dir) == compute_dataset_fingerprint(tiny_dir) != fp
+
+
+def test_replace_dir_swaps_a_complete_directory(tmp_path):
+    out, tmp = tmp_path / "d", tmp_path / ".d.tmp"
+    out.mkdir(), tmp.mkdir()
+    (out / "old").write_text("old"), (tmp / "new").write_text("new")
+    replace_dir(tmp, out)
+    assert [p.name for p in out.iterdir()] == ["new"] and not tmp.exists()
+    assert not list(tmp_path.glob(".d.old-*"))
+
+
+def test_checkpoint_paths_stay_inside_their_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_001.ckpt").write_bytes(b"x")
+    assert R.checkpoint_file(run, "epoch_001") == (run / "checkpoints" / "epoch_001.ckpt").resolve()
+    # a run directory that was moved: a recorded absolute path maps to the file of that name here
+    assert R.inside_run(run, "/old/place/checkpoints/epoch_001.ckpt") == (run / "checkpoints" / "epoch_001.ckpt").resolve()
+    for bad in ("../../etc/passwd", "/tmp/evil.ckpt", str(tmp_path / "evil.ckpt")):
+        with pytest.raises(ProvenanceError, match="outside"):
+            R.inside_run(run, bad)

@@ -1,0 +1,140 @@
+"""The shell scripts as a user runs them, on CPU: the `python`/`torchrun` on PATH (no
+`.venv/bin/...`), their argument handling, and every piece of `scripts/gpu_smoke.sh` that
+has a CPU fallback (`--device cpu`). The GPU-only checks are asserted to SKIP here."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+
+
+def _env(**extra) -> dict:
+    """PATH starts with this interpreter's bin dir (as an activated env would); CPU only."""
+    bindir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "TORCHRUN")}
+    return {**env, "PATH": bindir + os.pathsep + env.get("PATH", ""), "PYTHONPATH": str(ROOT),
+            "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **extra}
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _run(args: list[str], timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_use_the_interpreter_on_path(script):
+    text = script.read_text()
+    assert ".venv/bin" not in text, f"{script.name} hard-codes .venv/bin (conda and Docker have none)"
+    assert os.access(script, os.X_OK) and text.startswith("#!/usr/bin/env bash")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+def test_launch_torchrun_parses_the_jobs_arguments_through_torchrun():
+    res = _run(["scripts/launch_torchrun.sh", "--help"], NPROC="1", MASTER_PORT=_free_port())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--dataset-dir" in res.stdout and "--sharding" in res.stdout
+
+
+def test_launch_torchrun_default_nproc_comes_from_python_on_path(tmp_path):
+    """No NPROC: the script asks `python` for the GPU count (0 here -> 1 process)."""
+    res = _run(["scripts/launch_torchrun.sh", "--dataset-dir", str(tmp_path / "missing")], MASTER_PORT=_free_port())
+    assert res.returncode != 0 and "missing" in res.stderr  # the job itself ran (one rank) and refused the path
+
+
+def test_reproduce_and_launch_gpu_help():
+    res = _run(["scripts/reproduce_ml100k.sh", "--help"])
+    assert res.returncode == 0 and "--quick" in res.stdout, res.stderr[-2000:]
+    res = _run(["scripts/launch_gpu.sh", "--help"])
+    assert res.returncode == 0 and "TRAINER=cpu" in res.stdout
+
+
+def test_sweep_needs_its_two_arguments():
+    res = _run(["scripts/sweep.sh", "bpr_optuna"])
+    assert res.returncode != 0 and "usage: scripts/sweep.sh <hparams_search> <experiment>" in res.stderr
+
+
+@pytest.mark.slow
+def test_sweep_runs_one_trial(tmp_path, ml100k_data_root):
+    res = _run(["scripts/sweep.sh", "bpr_optuna", "ml100k/bpr", "logger=none", "trainer.max_epochs=1",
+                "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false", "hydra.sweeper.n_trials=1",
+                f"hydra.sweep.dir={tmp_path}", f"paths.data_dir={ml100k_data_root}"], timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "best_value" in (tmp_path / "optimization_results.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_launch_gpu_journey_on_cpu(tmp_path, ml100k_data_root):
+    """Train, then the four indices of the trained checkpoint: the script's real path with TRAINER=cpu."""
+    out = tmp_path / "outputs"
+    res = _run(["scripts/launch_gpu.sh", "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                "trainer.enable_progress_bar=false", "eval.progress=false", f"paths.data_dir={ml100k_data_root}"],
+               timeout=1200, TRAINER="cpu", RECSYS_OUTPUTS=str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = Path(re.search(r"^run: (.+)$", res.stdout, re.M).group(1))
+    assert {p.name for p in (run / "index").iterdir()} == {"flat", "ivf_flat", "ivf_pq", "hnsw"}
+
+
+def test_bench_dlrm_runs_on_cpu():
+    res = _run([sys.executable, "scripts/bench_dlrm.py", "--rows", "256", "--batch", "64", "--steps", "2", "--warmup", "1",
+                "--hash-size", "100", "--dim", "8", "--device", "cpu"], MASTER_PORT=_free_port())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert '"device": "cpu"' in res.stdout
+
+
+# ---- scripts/gpu_smoke.sh -------------------------------------------------------------------
+
+
+def test_smoke_arguments():
+    listed = _run(["scripts/gpu_smoke.sh", "--list"]).stdout.split()
+    assert listed == ["versions", "fbgemm", "faiss", "pytest_gpu", "data", "two_tower", "dlrm_table_wise",
+                      "dlrm_row_wise", "two_tower_sharded", "vllm", "ddp"]
+    for bad in (["--bogus"], ["--only", "nope"], ["--device", "tpu"]):
+        res = _run(["scripts/gpu_smoke.sh", *bad])
+        assert res.returncode == 2 and res.stderr.strip(), bad
+    docs = (ROOT / "docs" / "gpu.md").read_text()
+    assert all(f"`{name}`" in docs for name in listed), "docs/gpu.md must describe every check"
+
+
+def _smoke(tmp_path, only: str, **env) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    res = _run(["scripts/gpu_smoke.sh", "--device", "cpu", "--only", only, "--out", str(tmp_path / "smoke")], timeout=1500, **env)
+    return res, {name: s for s, name in re.findall(r"^(PASS|FAIL|SKIP)\s+(\S+)", res.stdout, re.M)}
+
+
+def test_smoke_cpu_fallbacks_of_the_quick_checks(tmp_path):
+    res, status = _smoke(tmp_path, "versions,fbgemm,faiss,pytest_gpu,vllm")
+    assert status == {"versions": "PASS", "fbgemm": "PASS", "faiss": "PASS", "pytest_gpu": "SKIP", "vllm": "SKIP"}, res.stdout
+    assert res.returncode == 0 and "3 passed, 0 failed, 2 skipped" in res.stdout
+
+
+def test_smoke_reports_a_failing_check(tmp_path):
+    """A broken interpreter makes every check FAIL with its log, and the exit status 1."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text("#!/bin/sh\necho 'no such module' >&2\nexit 3\n")
+    (fake / "python").chmod(0o755)
+    res, status = _smoke(tmp_path, "versions", PYTHON=str(fake / "python"))
+    assert status == {"versions": "FAIL"} and res.returncode == 1
+    assert "exit 3" in res.stdout and "no such module" in res.stdout
+
+
+@pytest.mark.slow
+def test_smoke_cpu_fallbacks_of_the_training_checks(tmp_path):
+    """Data, a two-tower epoch + IVF-PQ index, the sharded DLRM (table/row-wise, save + resume exact),
+    the sharded two-tower and Lightning DDP: 2 gloo processes each, few steps."""
+    res, status = _smoke(tmp_path, "data,two_tower,dlrm_table_wise,dlrm_row_wise,two_tower_sharded,ddp",
+                         SMOKE_TRAIN_ARGS="trainer.limit_train_batches=3")
+    assert set(status.values()) == {"PASS"} and len(status) == 6, res.stdout + res.stderr[-2000:]
