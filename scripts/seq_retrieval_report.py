@@ -53,7 +53,8 @@ SETS = {"sequential two-tower + item2item + popularity + content": ("two_tower_s
 
 
 def runs_of(pattern: str | None) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(pattern)) if pattern else []
+    """Completed runs only: a directory without metrics.json (a run cut off) is left out."""
+    return sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "metrics.json").exists()) if pattern else []
 
 
 def checkpoint_of(run: Path) -> Path:
@@ -184,12 +185,16 @@ def candidate_recall(seq_model, bag_model, knn, ds, split, dataset_dir: str, wei
 
 def candidate_rows(per_seed: list[dict]) -> list[str]:
     lines = ["| Candidate set | " + " | ".join(f"Recall@{k}" for k in DEPTHS) + " |", "|---|" + "---|" * len(DEPTHS)]
-    for name in per_seed[0]["test"]["alone"]:
-        lines.append(f"| {name} alone | " + " | ".join(mean_std([r["test"]["alone"][name][k] for r in per_seed]) for k in DEPTHS) + " |")
-    for label in per_seed[0]["test"]["merged"]:
-        w = [r["chosen_weight"][label] for r in per_seed]
-        cells = [mean_std([r["test"]["merged"][label][r["chosen_weight"][label]][k] for r in per_seed]) for k in DEPTHS]
-        lines.append(f"| **merged: {label}** (two-tower RRF weight {sorted(set(w))}, chosen on valid) | " + " | ".join(cells) + " |")
+    # a source (the bag two-tower) may have fewer runs than the sequential one: each row says over how many
+    for name in dict.fromkeys(n for r in per_seed for n in r["test"]["alone"]):
+        rs = [r for r in per_seed if name in r["test"]["alone"]]
+        lines.append(f"| {name} alone ({len(rs)} runs) | " + " | ".join(mean_std([r["test"]["alone"][name][k] for r in rs]) for k in DEPTHS) + " |")
+    for label in dict.fromkeys(n for r in per_seed for n in r["test"]["merged"]):
+        rs = [r for r in per_seed if label in r["test"]["merged"]]
+        w = [r["chosen_weight"][label] for r in rs]
+        cells = [mean_std([r["test"]["merged"][label][r["chosen_weight"][label]][k] for r in rs]) for k in DEPTHS]
+        lines.append(f"| **merged: {label}** ({len(rs)} runs; two-tower RRF weight {sorted(set(w))}, chosen on valid) | "
+                     + " | ".join(cells) + " |")
     return lines
 
 
@@ -261,7 +266,7 @@ def main() -> None:
     lines += ["", "## Candidate recall (what later stages start from)", "",
               f"Each source's top-200 (consumed items excluded); merged = RRF (k=60) over the sources capped at {CAPS}; "
               f"the two-tower's RRF weight is picked from (1, 2, 4, 8, 16) by mean valid recall@50/100/200 of the merged set; "
-              f"mean ± std over the {len(per_seed)} sequential runs (each with the bag run of the same seed).", ""]
+              f"mean ± std over the {len(per_seed)} sequential runs (each with the bag run in the same position of its sorted glob, where there is one).", ""]
     lines += candidate_rows(per_seed)
     lines += ["", "## ANN over the sequential two-tower's item embeddings (first run)", "", *ann_lines, "",
               "## Commands", "", "```", *TRAIN_COMMANDS, "python " + " ".join(sys.argv), "```", ""]
