@@ -212,7 +212,7 @@ def write_report(data: dict, out: Path) -> Path:
         f"MovieLens-100K (RecBole's offline copy of the GroupLens ratings), every rating an implicit interaction, "
         f"5-core filtered ({ds.get('users', '?')} users, {ds.get('items', '?')} items, {ds.get('interactions', '?')} "
         "interactions). Leave-one-out by time: each user's last interaction is the test target, the second last the "
-        "validation target. Every test user is scored against **all** items with consumed items masked (no sampled "
+        "validation target (same-second interactions in the source file's row order, `data.split.tie_break`). Every test user is scored against **all** items with consumed items masked (no sampled "
         "negatives), ties broken by item index; Coverage@10 is the share of the catalogue in any top-10 list, ILD@10 "
         "the mean pairwise genre dissimilarity (1 - Jaccard) inside a list. Trainable models keep the checkpoint with the "
         f"best validation NDCG@10; seeds {s.get('seeds')}; epochs capped at {s.get('epochs')} (the reproduction budget; "

@@ -41,9 +41,10 @@ def row(name: str, m: dict) -> str:
 def candidate_recall(gen_sources, merger_caps, weights, ds, split, k=200) -> dict:
     """Recall@k of each source alone and of the merged set, test users, consumed items excluded."""
     from recsys.core.candidates import UserContext
+    from recsys.data.splits import chronological
     from recsys.retrieval.merge import CandidateGenerator, CandidateMerger
 
-    hist = split.history_for("test").sort_values(["user_idx", "timestamp"], kind="stable")
+    hist = chronological(split.history_for("test"))
     seqs = {u: g["item_idx"].to_numpy() for u, g in hist.groupby("user_idx")}
     targets = dict(zip(split.test["user_idx"], split.test["item_idx"]))
     gen = CandidateGenerator(gen_sources, CandidateMerger(caps=merger_caps, default_cap=k, weights=weights))

@@ -59,7 +59,7 @@ def fmt(values: list[float]) -> str:
 
 
 def dataset_notes(dataset_dir: str | Path, split_name: str = "loo") -> str:
-    """Size of the prepared dataset, and why validation scores exceed test scores (measured)."""
+    """Size of the prepared dataset, and the same-second ties of the leave-one-out split (measured)."""
     import numpy as np
 
     from recsys.data.io import load_dataset, load_split
@@ -69,14 +69,16 @@ def dataset_notes(dataset_dir: str | Path, split_name: str = "loo") -> str:
     t = split.test.set_index("user_idx").reindex(v.index)
     same = (v["timestamp"] == t["timestamp"]).to_numpy()
     counts = np.bincount(split.train["item_idx"], minlength=ds.meta.n_items)
+    # prepared directories from before the tie rule became an option broke ties by item_idx
+    rule = ds.meta.extra.get("prepare", {}).get("split", {}).get("tie_break", "item_idx")
     text = f"Dataset after filtering: {ds.meta.n_users:,} users, {ds.meta.n_items:,} items, {ds.meta.n_interactions:,} interactions."
     if same.any():
         text += (
-            f" Validation scores are higher than test scores for every model: for {same.mean():.0%} of users the"
-            f" validation and test items carry the same timestamp (MovieLens logs many ratings in the same second),"
-            f" the split breaks such ties by item id, and in those cases the test item is the less popular one"
-            f" (median {np.median(counts[t['item_idx'].to_numpy()[same]]):.0f} training interactions against"
-            f" {np.median(counts[v['item_idx'].to_numpy()[same]]):.0f} for the validation item)."
+            f" For {same.mean():.0%} of users the validation and test items carry the same timestamp (MovieLens logs"
+            f" many ratings in the same second); the split orders such ties by {'the source file' if rule == 'row' else 'item id'}"
+            f" (`tie_break: {rule}`), and in those cases the test item has a median of"
+            f" {np.median(counts[t['item_idx'].to_numpy()[same]]):.0f} training interactions against"
+            f" {np.median(counts[v['item_idx'].to_numpy()[same]]):.0f} for the validation item."
         )
     return text
 

@@ -31,18 +31,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-# (user, item, timestamp, rating). Leave-one-out (ties broken by item id):
+# (user, item, timestamp, rating). Leave-one-out (same-second ties by row order):
 #   u0: train i0 i1     valid i2  test i3
 #   u1: train i1 i4     valid i5  test i0
 #   u2: train i2        valid i6  test i7
 #   u3: train i3 i7     (only 2 interactions: all in train)
-#   u4: train i5 i6 i1  valid i4  test i2   (i1 and i4 share timestamp 4: i1 first)
+#   u4: train i5 i6 i1  valid i4  test i2   (i1 and i4 share timestamp 4: i1's row first)
 TINY_INTERACTIONS = [
     (0, 0, 1, 5), (0, 1, 2, 4), (0, 2, 3, 3), (0, 3, 4, 5),
     (1, 1, 1, 2), (1, 4, 2, 5), (1, 5, 3, 4), (1, 0, 5, 1),
     (2, 2, 1, 5), (2, 6, 2, 3), (2, 7, 3, 4),
     (3, 3, 10, 4), (3, 7, 11, 5),
-    (4, 5, 2, 3), (4, 6, 3, 2), (4, 4, 4, 4), (4, 1, 4, 5), (4, 2, 7, 1),
+    (4, 5, 2, 3), (4, 6, 3, 2), (4, 1, 4, 5), (4, 4, 4, 4), (4, 2, 7, 1),
 ]
 TINY_ITEMS = [  # (title, year, categories)
     ("Alpha", 1995, ["Comedy"]),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.schema import DataError, Dataset, DatasetMeta
+from recsys.data.splits import chronological
 
 # Age buckets of MovieLens-1M's users.dat (codes 1, 18, 25, 35, 45, 50, 56), applied to
 # raw ages of ML-100K too so both datasets share one vocabulary.
@@ -135,7 +136,8 @@ def reindex(ds: Dataset) -> Dataset:
 
     ``items``/``users`` must be indexed by position (row k has ``*_idx == k``), as
     every canonical table is. Vectorised (``np.unique`` + ``searchsorted``) so it
-    stays fast on tens of millions of rows.
+    stays fast on tens of millions of rows. Interactions come out by (user, time),
+    same-second rows in their input order.
     """
     inter, items, users = ds.interactions, ds.items, ds.users
     u, i = inter["user_idx"].to_numpy(np.int64), inter["item_idx"].to_numpy(np.int64)
@@ -150,9 +152,9 @@ def reindex(ds: Dataset) -> Dataset:
     out_items["item_idx"] = np.arange(len(out_items), dtype=np.int64)
     out_users = users.iloc[used_u].reset_index(drop=True)
     out_users["user_idx"] = np.arange(len(out_users), dtype=np.int64)
-    # Sorting by (user, time, item) makes every later step (splits, histories) deterministic.
-    order = np.lexsort((out_inter["item_idx"].to_numpy(), out_inter["timestamp"].to_numpy(), out_inter["user_idx"].to_numpy()))
-    out_inter = out_inter.iloc[order].reset_index(drop=True)
+    # By (user, time), same-second rows kept in the reader's (file) order: the split breaks
+    # ties by that order (splits.chronological), so nothing here may reorder them.
+    out_inter = chronological(out_inter).reset_index(drop=True)
     return Dataset(out_inter, out_items, out_users, build_meta(out_inter, out_items, out_users, ds.meta))
 
 

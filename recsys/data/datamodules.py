@@ -33,7 +33,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
+from recsys.data.history import training_windows
 from recsys.data.schema import Dataset, Split
+from recsys.data.splits import chronological
 
 
 def _resolve(dataset, split, dataset_dir=None) -> tuple[Dataset, Split]:
@@ -191,7 +193,14 @@ class SequenceDataModule(_Base):
     Sequences are left-padded (the most recent item is at the right end, index
     L-1) and keep a user's last ``max_len`` items.
 
-    Train batches (one row per user with >= 2 train items)::
+    Train rows: with ``window_stride=0`` one row per user with >= 2 train items
+    (the last ``max_len`` transitions; earlier ones are never targets). With
+    ``window_stride=s > 0`` every transition is a target once: windows of
+    ``max_len`` transitions end every ``s`` positions back from the last one, and
+    a window's targets are only its last ``s`` (the earliest window keeps all), so
+    each target is counted where it has the longest context (at least
+    ``max_len - s`` items), close to RecBole's one-example-per-prefix training at
+    ``max_len / s`` times fewer rows. Batches::
 
         user    (B,)     int64 user_idx
         seq     (B, L)   int64 item_idx + 1 of positions 0..n-2, 0 = padding
@@ -204,15 +213,16 @@ class SequenceDataModule(_Base):
     """
 
     def __init__(self, dataset, split, dataset_dir=None, max_len: int = 50, batch_size: int = 128,
-                 seed: int = 0, num_workers: int = 0) -> None:
+                 seed: int = 0, num_workers: int = 0, window_stride: int = 0) -> None:
         super().__init__(dataset, split, dataset_dir, batch_size, seed, num_workers)
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
-        self.max_len = max_len
+        if max_len < 1 or not 0 <= window_stride <= max_len:
+            raise ValueError(f"need max_len >= 1 and 0 <= window_stride <= max_len; got {max_len}, {window_stride}")
+        self.max_len, self.window_stride = max_len, window_stride
+        self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def _by_user(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-        df = df.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
+        df = chronological(df)
         users, starts = np.unique(df["user_idx"].to_numpy(), return_index=True)
         items = np.split(df["item_idx"].to_numpy(np.int64) + 1, starts[1:])
         return users.astype(np.int64), items
@@ -226,12 +236,20 @@ class SequenceDataModule(_Base):
                 out[b, self.max_len - len(s) :] = s
         return out
 
+    def train_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users (R,), seq (R, L), target (R, L)) of the training windows (built once; see the class docstring)."""
+        if self._rows is None:
+            users, seqs = self._by_user(self.split.train)
+            row, start, end, first = training_windows(np.array([len(s) for s in seqs]), self.max_len, self.window_stride)
+            inputs = [seqs[r][a:e] for r, a, e in zip(row, start, end)]
+            # transition j predicts s[j + 1]; targets before `first` belong to another window (0 = none)
+            targets = [np.where(np.arange(a, e) >= f, seqs[r][a + 1 : e + 1], 0) for r, a, e, f in zip(row, start, end, first)]
+            self._rows = (users[row], self._pad(inputs), self._pad(targets))
+        return self._rows
+
     def _train_batches(self, epoch: int) -> list[dict]:
         rng = np.random.default_rng((self.seed, epoch))
-        users, seqs = self._by_user(self.split.train)
-        keep = np.array([len(s) >= 2 for s in seqs], dtype=bool)
-        users, seqs = users[keep], [s for s, k in zip(seqs, keep) if k]
-        seq, target = self._pad([s[:-1] for s in seqs]), self._pad([s[1:] for s in seqs])
+        users, seq, target = self.train_rows()
         # Negatives for each target position (SASRec's BCE loss), avoiding the user's train items.
         seen = np.unique(self.split.train["user_idx"].to_numpy() * self.meta.n_items + self.split.train["item_idx"].to_numpy())
         neg = sample_negatives(rng, np.repeat(users, self.max_len), self.meta.n_items, 1, seen).reshape(len(users), self.max_len) + 1
@@ -251,8 +269,7 @@ class SequenceDataModule(_Base):
         return _chunk({"user": users, "seq": seq, "target": target}, self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        n_rows = int((self.split.train.groupby("user_idx").size() >= 2).sum())
-        return self._loader(self._train_batches, n_rows)
+        return self._loader(self._train_batches, len(self.train_rows()[0]))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(lambda e: self.eval_batches("valid"), len(self.split.valid), fixed_epoch=0)

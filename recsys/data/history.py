@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.data.splits import chronological
+
 
 @dataclass
 class History:
@@ -46,6 +48,13 @@ class History:
         offsets[1:] = torch.cumsum(lengths, 0)
         return History(self.users, offsets, self.items[idx.long()] if idx.numel() else self.items[:0])
 
+    def extend(self, other: "History") -> "History":
+        """Row b = this row b's items followed by ``other``'s row b (e.g. history + the request's session)."""
+        if len(other) != len(self):
+            raise ValueError(f"cannot extend {len(self)} histories with {len(other)}")
+        return History.from_lists(self.users.tolist(), [torch.cat([self.of(b), other.of(b).to(self.items.device)]).tolist()
+                                                        for b in range(len(self))])
+
     def to(self, device) -> "History":
         return History(self.users.to(device), self.offsets.to(device), self.items.to(device))
 
@@ -70,9 +79,10 @@ class History:
     def from_interactions(cls, interactions: pd.DataFrame, users=None) -> "History":
         """Build histories for ``users`` (default: every user present) from an interaction table.
 
-        Users with no interactions get an empty history (cold start).
+        Users with no interactions get an empty history (cold start). Items are in
+        ``splits.chronological`` order (time, same-second ties by row order).
         """
-        df = interactions.sort_values(["user_idx", "timestamp"], kind="stable")
+        df = chronological(interactions)
         if users is None:
             users = np.unique(df["user_idx"].to_numpy())
         users = np.asarray(users, dtype=np.int64)
@@ -89,3 +99,32 @@ class History:
         else:
             items = np.zeros(0, dtype=np.int64)
         return cls(torch.as_tensor(users), torch.as_tensor(offsets), torch.as_tensor(items))
+
+
+def training_windows(lengths: np.ndarray, max_len: int, stride: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut sequences into next-item training windows of at most ``max_len`` transitions.
+
+    A sequence s of length n has transitions j = 0..n-2 (input s[j], target
+    s[j + 1]). A window is the transitions [start, end) of one sequence; its
+    targets count from ``first`` on. ``stride=0``: one window per sequence, its
+    last ``max_len`` transitions (earlier ones never targets). ``stride=s > 0``:
+    windows end every s transitions back from the last one and count only their
+    last s targets (the earliest window all of its own), so every transition is
+    a target exactly once, in the window where it has the longest context (at
+    least ``max_len - s`` items before it).
+
+    lengths (U,) sequence lengths -> (row (R,) sequence index, start (R,), end (R,), first (R,)).
+    """
+    if max_len < 1 or not 0 <= stride <= max_len:
+        raise ValueError(f"need max_len >= 1 and 0 <= stride <= max_len; got {max_len}, {stride}")
+    rows, starts, ends, firsts = [], [], [], []
+    for r, n in enumerate(np.asarray(lengths, dtype=np.int64) - 1):
+        for e in ([n] if stride == 0 else range(n, 0, -stride)) if n >= 1 else []:
+            start = max(0, e - max_len)
+            earliest = stride == 0 or e - stride <= 0
+            rows.append(r)
+            starts.append(start)
+            ends.append(e)
+            firsts.append(start if earliest else max(start, e - stride))
+    as_arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return as_arr(rows), as_arr(starts), as_arr(ends), as_arr(firsts)

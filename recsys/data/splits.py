@@ -1,9 +1,19 @@
 """Filtering (implicit threshold, k-core) and the three split protocols.
 
 All functions take and return interaction tables with the canonical columns
-``user_idx item_idx timestamp value``. Ordering within a user is always
-``(timestamp, item_idx)``, so ties in time are broken the same way on every
-run and machine.
+``user_idx item_idx timestamp value``.
+
+The order of a user's interactions is owned by ``chronological``: by
+timestamp, and same-second ties in the order of the rows as the reader saw
+them (the source file's order; a stable sort by time), as RecBole and the
+SASRec reference preprocessing do. Every step between the reader and the
+split keeps that row order (implicit threshold and k-core are boolean
+masks, ``canonical.reindex`` sorts stably, parquet keeps rows in order), and
+every split part is written in its split's order, so a history built from
+the parts (``History.from_interactions``, sequences, contexts) reads the
+same order. ``tie_break="item_idx"`` (the rule before) breaks ties by
+ascending item_idx instead; on ML-100K, where item_idx correlates with
+popularity, it makes the test item the least popular of its tie.
 
 - ``leave_one_out``: per user, the last interaction is test and the second
   last valid (SASRec, BERT4Rec, LlamaRec protocol). Users with fewer than 3
@@ -49,17 +59,39 @@ def kcore(inter: pd.DataFrame, k: int = 5, item_k: int | None = None) -> pd.Data
         df = df[keep]
 
 
-def _ordered(inter: pd.DataFrame) -> pd.DataFrame:
-    return inter.sort_values(["user_idx", "timestamp", "item_idx"], kind="stable").reset_index(drop=True)
+TIE_BREAKS = ("row", "item_idx")
 
 
-def leave_one_out(inter: pd.DataFrame, min_len: int = 3, name: str = "loo") -> Split:
+def chronological(inter: pd.DataFrame, tie_break: str = "row") -> pd.DataFrame:
+    """``inter`` ordered by (user_idx, timestamp); same-timestamp rows in their current row order.
+
+    The one per-user order of the project (module docstring). It is stable, so
+    a table already in this order comes back unchanged, and a concatenation
+    ``train, valid`` keeps the validation item after same-second train items.
+    ``tie_break="item_idx"``: ties by ascending item_idx instead. The index is
+    kept (as ``sort_values`` keeps it); callers reset it where they need to.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    keys = [inter["timestamp"].to_numpy(), inter["user_idx"].to_numpy()]  # np.lexsort: last key first
+    if tie_break == "item_idx":
+        keys.insert(0, inter["item_idx"].to_numpy())
+    return inter.iloc[np.lexsort(keys)]  # np.lexsort is a stable sort
+
+
+def _ordered(inter: pd.DataFrame, tie_break: str = "row") -> pd.DataFrame:
+    return chronological(inter, tie_break).reset_index(drop=True)
+
+
+def leave_one_out(inter: pd.DataFrame, min_len: int = 3, name: str = "loo", tie_break: str = "row") -> Split:
     """Last interaction per user -> test, second last -> valid, the rest -> train.
 
     Users with fewer than ``min_len`` (default 3) interactions stay entirely in
     train: with one or two items there is nothing left to learn from.
+    ``tie_break`` (``row`` default, or ``item_idx``) orders same-second
+    interactions (``chronological``); the parts are returned in that order.
     """
-    df = _ordered(inter)
+    df = _ordered(inter, tie_break)
     n = df.groupby("user_idx")["item_idx"].transform("size").to_numpy()
     # Position from the end within each user: 0 = most recent.
     rev = df.groupby("user_idx").cumcount(ascending=False).to_numpy()

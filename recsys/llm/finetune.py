@@ -30,6 +30,7 @@ import pandas as pd
 
 from recsys.data.history import History
 from recsys.data.schema import Split
+from recsys.data.splits import chronological
 from recsys.llm.prompts import LABELS, verbalizer_prompt
 
 
@@ -49,7 +50,7 @@ class RankExample:
 
 def split_last(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(history rows, last row per user) of a train table, ordered by time (ties by row order)."""
-    df = train.sort_values(["user_idx", "timestamp"], kind="stable")
+    df = chronological(train)
     last = df.groupby("user_idx", sort=False).tail(1)
     return df.drop(index=last.index), last
 

@@ -28,18 +28,22 @@ from recsys.models.sasrec import SASRec
 class LitSASRec(pl.LightningModule):
     """Args:
     meta: dataset metadata (N items).
-    max_len, dim, n_blocks, n_heads, dropout: ``SASRec`` architecture.
+    max_len, dim, n_blocks, n_heads, dropout, attn_dropout, ffn_dim, activation, norm,
+    scale_embeddings, init: ``SASRec`` architecture (``recsys.models.sasrec``).
     loss: ``ce`` (full softmax) or ``bce`` (one negative per position, the paper's).
     optimizer: ``functools.partial`` of a torch optimiser; default Adam(lr=1e-3).
     """
 
     def __init__(self, meta: DatasetMeta, max_len: int = 50, dim: int = 64, n_blocks: int = 2, n_heads: int = 1,
-                 dropout: float = 0.2, loss: str = "ce", optimizer: Callable | None = None) -> None:
+                 dropout: float = 0.2, attn_dropout: float | None = None, ffn_dim: int | None = None,
+                 activation: str = "relu", norm: str = "pre", scale_embeddings: bool = True, init: str = "xavier",
+                 loss: str = "ce", optimizer: Callable | None = None) -> None:
         super().__init__()
         if loss not in ("ce", "bce"):
             raise ValueError(f"loss must be 'ce' or 'bce', got {loss!r}")
         self.save_hyperparameters(ignore=["optimizer"])
-        self.net = SASRec(meta.n_items, max_len, dim, n_blocks, n_heads, dropout)
+        self.net = SASRec(meta.n_items, max_len, dim, n_blocks, n_heads, dropout, attn_dropout, ffn_dim,
+                          activation, norm, scale_embeddings, init)
         self.loss_name = loss
         self.optimizer_factory = optimizer
 

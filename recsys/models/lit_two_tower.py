@@ -25,6 +25,7 @@ from recsys.data.history import History
 from recsys.data.schema import DatasetMeta
 from recsys.models.two_tower import ItemTower, TwoTower, UserTower
 from recsys.models.two_tower_features import ItemFeatures, UserFeatures
+from recsys.models.seq_tower import SeqUserTower, next_item_loss, unique_lookup
 from recsys.models.two_tower_loss import sampled_softmax_loss, sampling_log_q
 
 _FUSED = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
@@ -41,6 +42,11 @@ class LitTwoTower(pl.LightningModule):
         n_uniform_negatives: M extra uniform negatives per batch (mixed negative sampling).
         lr, weight_decay: Lightning's Adam. embedding_lr: lr of the embedding tables.
         fused_embedding_optimizer: tables stepped by torchrec in backward ("adam"/"adagrad"/"sgd").
+        user_tower: ``bag`` (``UserTower``: pooled history + user features) or ``sequential``
+            (``seq_tower.SeqUserTower``: a causal Transformer over the item tower's vectors of the
+            last ``max_history`` items); ``seq_tower``: its keyword arguments (a plain dict).
+        softmax: ``sampled`` (in-batch, logQ, mixed negatives) or ``full`` (over the whole catalogue,
+            for small catalogues); the sequential tower's loss is ``seq_tower.next_item_loss``.
     """
 
     def __init__(
@@ -67,6 +73,9 @@ class LitTwoTower(pl.LightningModule):
         fused_embedding_optimizer: bool = False,
         fused_optimizer: str = "adam",
         eval_batch_items: int = 8192,
+        user_tower: str = "bag",
+        seq_tower: dict | None = None,
+        softmax: str = "sampled",
     ) -> None:
         super().__init__()
         if isinstance(meta, Mapping):  # from a checkpoint's hyperparameters
@@ -83,9 +92,13 @@ class LitTwoTower(pl.LightningModule):
             user_features = user_features or UserFeatures.from_dir(dataset_dir, meta)
         user_features.max_history, user_features.session_len = max_history, session_len
         self.item_features, self.user_features = item_features, user_features
+        if user_tower not in ("bag", "sequential") or softmax not in ("sampled", "full"):
+            raise ValueError(f"user_tower must be 'bag' or 'sequential' and softmax 'sampled' or 'full'; got {user_tower!r}, {softmax!r}")
+        self.softmax = softmax
         self.model = TwoTower(
             UserTower(meta.n_users, meta.n_items, user_features.demographics, dim, out_dim, hidden,
-                      history_pooling, session_len, dropout),
+                      history_pooling, session_len, dropout) if user_tower == "bag"
+            else SeqUserTower(out_dim, max_history, **(seq_tower or {})),
             ItemTower(meta.n_items, item_features.n_categories, item_features.n_year_buckets,
                       item_features.text_dim, dim, out_dim, hidden, dropout, id_dropout),
         )
@@ -105,9 +118,7 @@ class LitTwoTower(pl.LightningModule):
     # ---- parameters and optimisers -------------------------------------------------
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         """The torchrec tables (``t_<feature>``) of both towers."""
-        mods = [self.model.user_tower.ebc, self.model.item_tower.ebc]
-        if self.model.user_tower.ec is not None:
-            mods.append(self.model.user_tower.ec)
+        mods = [m for m in (self.model.user_tower.ebc, self.model.item_tower.ebc, self.model.user_tower.ec) if m is not None]
         return [p for m in mods for p in m.parameters()]
 
     def optimizer_owners(self) -> dict[str, list[str]]:
@@ -140,8 +151,14 @@ class LitTwoTower(pl.LightningModule):
 
     # ---- embeddings -----------------------------------------------------------------
     def user_embeddings(self, users: torch.Tensor, history: History, session: History | None = None) -> torch.Tensor:
-        """users (B,) (-1 = unknown), history/session B bags -> (B, D)."""
-        return self.model.user_tower(self.user_features.kjt(users, history.to(self.device), session))
+        """users (B,) (-1 = unknown), history/session B bags -> (B, D).
+
+        The sequential tower reads the session as the most recent part of the history.
+        """
+        if self.model.sequential and session is not None:
+            history, session = history.extend(session), None
+        kjt = self.user_features.kjt(users, history.to(self.device), session)
+        return self.model.users(kjt, unique_lookup(self.item_embeddings_of) if self.model.sequential else None)
 
     def item_embeddings_of(self, items: torch.Tensor) -> torch.Tensor:
         """items (B,) -> (B, D)."""
@@ -170,6 +187,8 @@ class LitTwoTower(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------
     def loss(self, batch) -> torch.Tensor:
+        if self.model.sequential or self.softmax == "full":
+            return next_item_loss(self, batch)
         users, items, history = batch
         u = self.user_embeddings(users, history)  # (B, D)
         v = self.item_embeddings_of(items)  # (B, D)

@@ -148,6 +148,10 @@ class UserTower(nn.Module):
         self.mlp = _mlp(n_in, list(hidden), out_dim, dropout)
 
     @property
+    def out_dim(self) -> int:
+        return self.mlp[-1].out_features
+
+    @property
     def feature_keys(self) -> list[str]:
         """Keys the input KJT must carry."""
         return self.pooled_keys if self.ec is None else self.pooled_keys + ["history"]
@@ -205,6 +209,10 @@ class ItemTower(nn.Module):
         self.mlp = _mlp(dim * (len(tables) + (1 if text_dim > 0 else 0)), list(hidden), out_dim, dropout)
 
     @property
+    def out_dim(self) -> int:
+        return self.mlp[-1].out_features
+
+    @property
     def feature_keys(self) -> list[str]:
         return self.keys
 
@@ -228,18 +236,32 @@ class TwoTower(nn.Module):
     """The two towers side by side; ``forward`` returns both embeddings.
 
     Scores are inner products ``user @ item.T``; with normalised towers
-    these are cosines in [-1, 1] (the loss divides by a temperature).
+    these are cosines in [-1, 1] (the loss divides by a temperature). The user
+    tower is the bag-of-items ``UserTower`` or the sequential
+    ``recsys.models.seq_tower.SeqUserTower``; the latter reads the item tower's
+    vectors of the history items, passed in as ``item_vectors`` (ids (M,) -> (M, D)).
     """
 
-    def __init__(self, user_tower: UserTower, item_tower: ItemTower) -> None:
+    def __init__(self, user_tower: nn.Module, item_tower: ItemTower) -> None:
         super().__init__()
-        probe_u = user_tower.mlp[-1].out_features
-        probe_i = item_tower.mlp[-1].out_features
-        if probe_u != probe_i:
-            raise ValueError(f"user tower output {probe_u} != item tower output {probe_i}")
+        if user_tower.out_dim != item_tower.out_dim:
+            raise ValueError(f"user tower output {user_tower.out_dim} != item tower output {item_tower.out_dim}")
         self.user_tower = user_tower
         self.item_tower = item_tower
 
-    def forward(self, user_kjt, item_kjt, item_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def sequential(self) -> bool:
+        return bool(getattr(self.user_tower, "reads_item_vectors", False))
+
+    def users(self, user_kjt, item_vectors=None) -> torch.Tensor:
+        """-> (B, D) user vectors; ``item_vectors`` is required by the sequential tower only."""
+        if not self.sequential:
+            return self.user_tower(user_kjt)
+        if item_vectors is None:
+            raise ValueError("the sequential user tower needs item_vectors (ids -> item-tower vectors)")
+        return self.user_tower(user_kjt, item_vectors)
+
+    def forward(self, user_kjt, item_kjt, item_text: torch.Tensor | None = None,
+                item_vectors=None) -> tuple[torch.Tensor, torch.Tensor]:
         """-> user (B, D), item (B', D)."""
-        return self.user_tower(user_kjt), self.item_tower(item_kjt, item_text)
+        return self.users(user_kjt, item_vectors), self.item_tower(item_kjt, item_text)

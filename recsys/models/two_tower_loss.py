@@ -61,3 +61,11 @@ def sampled_softmax_loss(
         nl = nl.masked_fill(neg_ids[None, :] == item_ids[:, None], float("-inf"))
         logits = torch.cat([logits, nl], dim=1)  # (B, B + M)
     return F.cross_entropy(logits, torch.arange(b, device=user.device))
+
+
+def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Softmax over the whole catalogue (small catalogues: every item is a negative, no sampling bias).
+
+    user (M, D), items (N, D) every item's embedding, targets (M,) item_idx -> mean cross-entropy.
+    """
+    return F.cross_entropy(user @ items.T / temperature, targets)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.core.candidates import Constraints, UserContext
+from recsys.data.splits import chronological
 
 
 def event_polarity(event: str, value: float | None, negative_threshold: float | None) -> bool | None:
@@ -111,7 +112,7 @@ class ContextBuilder:
 
     def __init__(self, interactions: pd.DataFrame, users: pd.DataFrame | None = None,
                  negative_threshold: float | None = 2.0, live: LiveProfiles | None = None):
-        df = interactions.sort_values(["user_idx", "timestamp"], kind="stable")
+        df = chronological(interactions)
         u = df["user_idx"].to_numpy(np.int64)
         self._items = df["item_idx"].to_numpy(np.int64)
         self._values = df["value"].to_numpy(np.float32)

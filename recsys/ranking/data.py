@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.core.candidates import UserContext
+from recsys.data.splits import chronological
 from recsys.ranking.features import RankerFeatures, RankerRows, RankerTensors
 
 
@@ -61,7 +62,7 @@ class NegativeRatings:
 
 def user_sequences(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
     """user_idx -> items, oldest first (stable by time: same-second rows keep their table order)."""
-    df = interactions.sort_values(["user_idx", "timestamp"], kind="stable")
+    df = chronological(interactions)
     u, it = df["user_idx"].to_numpy(np.int64), df["item_idx"].to_numpy(np.int64)
     cut = np.flatnonzero(np.diff(u)) + 1
     return {int(g[0]): s for g, s in zip(np.split(u, cut), np.split(it, cut)) if len(g)}
@@ -77,7 +78,7 @@ def holdout_requests(train: pd.DataFrame, n_holdout: int, min_history: int = 5, 
     """
     if n_holdout < 1:
         raise ValueError(f"n_holdout must be >= 1, got {n_holdout}")
-    df = train.sort_values(["user_idx", "timestamp"], kind="stable").reset_index(drop=True)
+    df = chronological(train).reset_index(drop=True)
     u = df["user_idx"].to_numpy(np.int64)
     n = df.groupby("user_idx")["item_idx"].transform("size").to_numpy()
     rev = df.groupby("user_idx").cumcount(ascending=False).to_numpy()
@@ -100,7 +101,7 @@ def stage_requests(history: pd.DataFrame, targets: pd.DataFrame, max_users: int 
                    negative_threshold: float | None = 2.0) -> list[Request]:
     """One request per user of ``targets`` (e.g. ``split.valid``): history = the user's ``history`` rows."""
     seqs = user_sequences(history)
-    tg = targets.sort_values(["user_idx", "timestamp"], kind="stable").drop_duplicates("user_idx")
+    tg = chronological(targets).drop_duplicates("user_idx")
     users, items = tg["user_idx"].to_numpy(np.int64), tg["item_idx"].to_numpy(np.int64)
     if max_users is not None and max_users < len(users):
         keep = np.sort(np.random.default_rng(seed).choice(len(users), size=max_users, replace=False))

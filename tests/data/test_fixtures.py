@@ -11,7 +11,7 @@ def test_tiny_dataset_loo_split(tiny_dataset):
     test = dict(zip(split.test["user_idx"], split.test["item_idx"]))
     valid = dict(zip(split.valid["user_idx"], split.valid["item_idx"]))
     assert test == {0: 3, 1: 0, 2: 7, 4: 2}
-    assert valid == {0: 2, 1: 5, 2: 6, 4: 4}  # u4: i1 and i4 tie at t=4, i1 (lower id) comes first
+    assert valid == {0: 2, 1: 5, 2: 6, 4: 4}  # u4: i1 and i4 tie at t=4, i1's row comes first
     assert sorted(split.train[split.train.user_idx == 3]["item_idx"]) == [3, 7]
     assert len(split.train) == 18 - 8
 

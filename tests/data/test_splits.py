@@ -26,15 +26,20 @@ def test_loo_no_leakage_and_last_items(ml100k, ml100k_split):
 
 
 def test_loo_short_users_stay_in_train_and_ties_are_deterministic():
-    inter = pd.DataFrame({"user_idx": [0, 0, 1, 1, 1, 1], "item_idx": [5, 3, 9, 7, 8, 2],
+    inter = pd.DataFrame({"user_idx": [0, 0, 1, 1, 1, 1], "item_idx": [5, 3, 9, 8, 7, 2],
                           "timestamp": [1, 2, 1, 5, 5, 9], "value": 1.0})
     sp = leave_one_out(inter)
     assert sorted(sp.train[sp.train.user_idx == 0].item_idx) == [3, 5]
-    # user 1: 9 (t1), 7 and 8 tie at t5 -> item order 7, 8; then 2 (t9)
-    assert sp.test.item_idx.tolist() == [2] and sp.valid.item_idx.tolist() == [8]
-    shuffled = leave_one_out(inter.sample(frac=1.0, random_state=3))
+    # user 1: 9 (t1), then 8 and 7 tie at t5 -> row order 8, 7; then 2 (t9)
+    assert sp.test.item_idx.tolist() == [2] and sp.valid.item_idx.tolist() == [7]
+    assert leave_one_out(inter, tie_break="item_idx").valid.item_idx.tolist() == [8]
+    # The item_idx rule does not depend on the row order at all; the default depends on it only within ties.
+    by_item = leave_one_out(inter, tie_break="item_idx")
+    shuffled = leave_one_out(inter.sample(frac=1.0, random_state=3), tie_break="item_idx")
     for part in ("train", "valid", "test"):
-        pd.testing.assert_frame_equal(sp.part(part), shuffled.part(part))
+        pd.testing.assert_frame_equal(by_item.part(part), shuffled.part(part))
+    with pytest.raises(ValueError, match="tie_break"):
+        leave_one_out(inter, tie_break="random")
 
 
 def test_temporal_has_no_future_leakage(ml100k):

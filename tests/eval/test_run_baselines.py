@@ -22,7 +22,9 @@ def test_report_for_pop_and_itemknn(tmp_path, ml100k_data_root):
     assert "| Popularity |" in text and "| ItemKNN |" in text and "full ranking" in text
     pop = results["pop"][0]
     assert f"{pop['test/ndcg@10']:.4f}" in text  # the table shows the measured number
-    assert 0.015 < pop["test/ndcg@10"] < 0.04  # Pop on ML-100K leave-one-out, full ranking
+    # Pop on ML-100K leave-one-out, full ranking: 0.045 with ties in file order (0.025 when ties went by
+    # item_idx, which made the test item the least popular of its tie)
+    assert 0.035 < pop["test/ndcg@10"] < 0.055
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["results"]["itemknn"][0]["test/n_users"] == 943 and record["seeds"] == [42]
     assert "items" in text and "same timestamp" in text
