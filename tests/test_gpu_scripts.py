@@ -178,3 +178,6 @@ def test_smoke_cpu_fallbacks_of_the_training_checks(tmp_path):
     res, status = _smoke(tmp_path, "data,two_tower,dlrm_table_wise,dlrm_row_wise,two_tower_sharded,ddp",
                          SMOKE_TRAIN_ARGS="trainer.limit_train_batches=3")
     assert set(status.values()) == {"PASS"} and len(status) == 6, res.stdout + res.stderr[-2000:]
+    smoke = tmp_path / "smoke"
+    assert "two_tower/index/index.json: built_on=cpu" in (smoke / "two_tower.log").read_text()  # index.json, not a log line
+    assert (smoke / "prepare" / ".hydra").is_dir()  # the data step's Hydra output stays under --out
