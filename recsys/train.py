@@ -174,7 +174,9 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         if isinstance(model, torch.nn.Module):
             model.eval()
         stages = ["valid"] + (["test"] if cfg.get("test", True) else [])
-        for stage in [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics]:  # a reused run: only missing
+        # a reused run: only the missing stages; under trainer=ddp every rank runs this script: rank 0 evaluates
+        todo = [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics] if R.is_rank_zero() else []
+        for stage in todo:
             t0 = time.perf_counter()
             with torch.no_grad():
                 metrics.update(evaluator.evaluate(model, dataset, split, stage))
