@@ -113,8 +113,13 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="build_index")
 def main(cfg: DictConfig) -> None:
+    from recsys.retrieval.index import NoGpuIndexError
+
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    run(cfg)
+    try:
+        run(cfg)
+    except NoGpuIndexError as e:  # a setup problem: one line, no traceback
+        raise SystemExit(f"recsys.index: {e}") from None
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def load_best(out: Path, spec: R.RunSpec, model, path) -> int:
 def fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, out: Path, spec: R.RunSpec,
                   resume: bool) -> tuple[dict, torch.device]:
     """Train a LightningModule; load its best checkpoint; return trainer-side metrics and the trainer's device."""
+    from recsys.distributed.env import check_trainer_device
     from recsys.eval.callback import RankingEvalCallback
 
     datamodule = instantiate_with(cfg.model.datamodule, dataset=dataset, split=split, dataset_dir=dataset_dir, meta=dataset.meta)
@@ -101,6 +102,7 @@ def fit_lightning(cfg, model, dataset, split, dataset_dir, evaluator, loggers, o
     # The evaluator callback must run before ModelCheckpoint reads val/ndcg@10.
     callbacks.insert(0, RankingEvalCallback(evaluator, dataset, split))
     callbacks.append(R.ProvenanceCallback(spec.checkpoint_record(out)))
+    check_trainer_device(cfg.trainer)  # trainer=gpu without a GPU: one line naming trainer=cpu, not Lightning's traceback
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt_path = out / R.CHECKPOINTS / R.LAST if resume else None
     if ckpt_path:
@@ -172,7 +174,9 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
         if isinstance(model, torch.nn.Module):
             model.eval()
         stages = ["valid"] + (["test"] if cfg.get("test", True) else [])
-        for stage in [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics]:  # a reused run: only missing
+        # a reused run: only the missing stages; under trainer=ddp every rank runs this script: rank 0 evaluates
+        todo = [s for s in stages if f"{stage_prefix(s)}/n_users" not in metrics] if R.is_rank_zero() else []
+        for stage in todo:
             t0 = time.perf_counter()
             with torch.no_grad():
                 metrics.update(evaluator.evaluate(model, dataset, split, stage))

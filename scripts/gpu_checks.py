@@ -75,8 +75,8 @@ def check_versions(args) -> None:
     import torch
 
     versions = {}
-    for pkg in ("torch", "fbgemm-gpu", "fbgemm-gpu-cpu", "torchrec", "faiss-gpu", "faiss-cpu", "vllm", "transformers", "numpy",
-                "pytorch-lightning"):
+    for pkg in ("torch", "fbgemm-gpu", "fbgemm-gpu-cpu", "torchrec", "faiss-gpu", "faiss-cpu", "vllm", "torchaudio",
+                "transformers", "numpy", "pytorch-lightning"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -88,13 +88,16 @@ def check_versions(args) -> None:
         facts |= {"gpus": torch.cuda.device_count(), "driver": driver_major(),
                   "names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
     _report("versions", **facts)
-    expect(not problems, f"pip check: {problems}")
-    if args.device == "cuda":
-        expect(torch.cuda.is_available(), "torch sees no CUDA device")
+    if args.device == "cuda":  # the device first: without it everything below is noise
+        expect(torch.cuda.is_available(), f"torch sees no CUDA device (torch {torch.__version__}, CUDA "
+                                          f"{torch.version.cuda}): check nvidia-smi and the driver")
         expect(str(torch.version.cuda or "").startswith("13."), f"torch is a CUDA {torch.version.cuda} build, want 13.x")
+        if facts["driver"] is None:  # said, not silently passed
+            print(f"WARNING: driver not checked: no nvidia-smi on PATH (need >= {DRIVER_MIN})", file=sys.stderr)
         expect(facts["driver"] is None or facts["driver"] >= DRIVER_MIN, f"NVIDIA driver {facts['driver']} < {DRIVER_MIN}")
         for pkg in ("fbgemm-gpu", "torchrec", "faiss-gpu", "vllm"):
             expect(pkg in versions, f"{pkg} is not installed (requirements/gpu.txt)")
+    expect(not problems, f"pip check: {problems}")
 
 
 def check_fbgemm(args) -> None:

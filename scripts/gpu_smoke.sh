@@ -35,6 +35,13 @@ export RECSYS_DATA=${RECSYS_DATA:-$OUT/data}
 if [[ "$DEVICE" == cuda ]]; then
   NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
   TRAINER=gpu IDX_DEVICE=cuda
+  if [[ "$NGPU" -eq 0 ]]; then  # every GPU check would fail for this one reason
+    echo "gpu_smoke: --device cuda but $PY's torch sees no CUDA device" \
+         "(torch $("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -n 1);" \
+         "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-<unset>}): check nvidia-smi, the driver (>= 580 for CUDA 13)," \
+         "a CUDA build of torch (requirements/gpu.txt), docker run --gpus all; or run --device cpu" >&2
+    exit 1
+  fi
 else
   NGPU=0 TRAINER=cpu IDX_DEVICE=cpu
   export CUDA_VISIBLE_DEVICES=""
@@ -67,10 +74,29 @@ two_tower_epoch() {  # one epoch with trainer=$TRAINER, then an IVF-PQ index on 
   local extra; read -r -a extra <<< "$SMOKE_TRAIN_ARGS"
   "$PY" -m recsys.train experiment=ml100k/two_tower trainer="$TRAINER" trainer.max_epochs=1 logger=none \
       trainer.enable_progress_bar=false "hydra.run.dir=$OUT/two_tower" "${extra[@]}" &&
-  "$PY" -m recsys.index "ckpt=$OUT/two_tower/checkpoints/last.ckpt" index=ivf_pq "index.device=$IDX_DEVICE" \
+  "$PY" -m recsys.index "run=$OUT/two_tower" checkpoint=last index=ivf_pq "index.device=$IDX_DEVICE" \
       "out_dir=$OUT/two_tower/index" "hydra.run.dir=$OUT/two_tower/index_run" &&
-  want=$([[ "$IDX_DEVICE" == cuda ]] && echo GPU || echo CPU) &&
-  grep -q "ivf_pq index of .*, $want) to" "$OUT/two_tower/index_run/"*.log
+  built_on "$OUT/two_tower/index/index.json" "$IDX_DEVICE"
+}
+
+built_on() {  # built_on INDEX_JSON DEVICE: the index records (index.json "built_on") that it was built on DEVICE
+  "$PY" - "$1" "$2" <<'PY'
+import json, sys
+found = json.load(open(sys.argv[1])).get("built_on")
+if found != sys.argv[2]:
+    sys.exit(f"FAILED: {sys.argv[1]} says built_on={found!r}, expected {sys.argv[2]!r} (its log says why)")
+print(f"{sys.argv[1]}: built_on={found}")
+PY
+}
+
+pytest_ran() {  # pytest ARGS...: PASS only when pytest passes and ran tests (all skipped = not checked: FAIL)
+  local res="$OUT/pytest.$$.txt" rc=0
+  "$PY" -m pytest -q -rs -p no:cacheprovider "$@" > "$res" 2>&1 || rc=$?
+  cat "$res"
+  if [[ $rc -eq 0 ]] && ! tail -n 1 "$res" | grep -q " passed"; then
+    echo "FAILED: no test ran, every one was skipped (the reasons are above)"; rc=1
+  fi
+  rm -f "$res"; return $rc
 }
 
 ddp_run() {  # Lightning DDP: two GPUs (trainer=ddp), or two CPU processes (trainer=ddp_sim)
@@ -81,23 +107,25 @@ ddp_run() {  # Lightning DDP: two GPUs (trainer=ddp), or two CPU processes (trai
 }
 
 checks() { "$PY" scripts/gpu_checks.py "$@" --device "$DEVICE"; }
-export -f two_tower_epoch ddp_run checks
+export -f two_tower_epoch built_on pytest_ran ddp_run checks
 
 check versions 120 checks versions
 check fbgemm 300 checks fbgemm
 check faiss 300 checks faiss
-gpu_only pytest_gpu && check pytest_gpu 600 "$PY" -m pytest -q -m gpu tests --deselect tests/llm/test_vllm_backend.py
-if wanted data || wanted two_tower || wanted two_tower_sharded || wanted ddp; then
+gpu_only pytest_gpu && check pytest_gpu 600 pytest_ran -m gpu tests --deselect tests/llm/test_vllm_backend.py
+RUN_DDP=$([[ "$DEVICE" == cuda && "$NGPU" -lt 2 ]] && echo no || echo yes)
+# data: for the checks that read ML-100K, only when one of them runs; its Hydra output stays under --out
+if wanted data || wanted two_tower || wanted two_tower_sharded || { wanted ddp && [[ $RUN_DDP == yes ]]; }; then
   ONLY_SAVED=$ONLY; ONLY=""
-  check data 600 "$PY" -m recsys.data.prepare data=ml100k
+  check data 600 "$PY" -m recsys.data.prepare data=ml100k "hydra.run.dir=$OUT/prepare"
   ONLY=$ONLY_SAVED
 fi
 check two_tower 900 two_tower_epoch
 check dlrm_table_wise 600 checks dlrm-sharded --nproc "$NPROC" --sharding table_wise
 check dlrm_row_wise 600 checks dlrm-sharded --nproc "$NPROC" --sharding row_wise
 check two_tower_sharded 600 checks two-tower-sharded --nproc "$NPROC" --dataset-dir "$RECSYS_DATA/ml100k"
-gpu_only vllm && check vllm 900 "$PY" -m pytest -q tests/llm/test_vllm_backend.py
-if [[ "$DEVICE" == cuda && "$NGPU" -lt 2 ]]; then skip ddp "(needs 2 GPUs, found $NGPU)"; else check ddp 600 ddp_run; fi
+gpu_only vllm && check vllm 900 pytest_ran tests/llm/test_vllm_backend.py  # vllm missing: its tests skip -> FAIL
+if [[ $RUN_DDP == no ]]; then skip ddp "(needs 2 GPUs, found $NGPU)"; else check ddp 600 ddp_run; fi
 
 echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
 [[ $FAILED -eq 0 ]]

@@ -117,9 +117,10 @@ def test_pyproject_pins_everything_exactly():
 def test_requirement_files_parse_with_pip_and_match_the_extras():
     cpu, _ = _parse_file(REQ / "cpu.txt")
     gpu, _ = _parse_file(REQ / "gpu.txt")
-    assert cpu == _pins(_project()["optional-dependencies"]["cpu"])
+    assert cpu == _pins(_project()["optional-dependencies"]["cpu"]) | {"torch": "2.13.0+cpu"}
     assert gpu == _pins(_project()["optional-dependencies"]["gpu"])
-    assert cpu["torch"] == "2.13.0", "CI must take the local CPU build of torch"
+    # the CPU build by name (PyPI's plain 2.13.0 is the CUDA build); the extra's ==2.13.0 accepts it
+    assert cpu["torch"] == "2.13.0+cpu", "CI must take the CPU build of torch, never PyPI's CUDA one"
     nodeps, _ = _parse_file(REQ / "nodeps.txt")  # follows `-r data.txt`
     data, _ = _parse_file(REQ / "data.txt")
     assert nodeps == data | {"torchrec": "1.8.0"}
@@ -170,6 +171,13 @@ def test_one_numpy_pin_that_vllms_mistral_common_accepts():
     numpy = _package_pins([])["numpy"]
     assert Requirement("numpy<2.4,>=1.25").specifier.contains(numpy)
     assert "numpy" not in _pins(_project()["optional-dependencies"]["cpu"] + _project()["optional-dependencies"]["gpu"])
+
+
+def test_environment_yml_and_dockerfile_use_one_pip_version():
+    conda = re.search(r"^\s+- pip=(\S+)", (ROOT / "environment.yml").read_text(), re.M).group(1)
+    docker = re.search(r"pip install --upgrade pip==(\S+)", (ROOT / "Dockerfile").read_text()).group(1)
+    assert conda == docker, f"environment.yml pip={conda}, Dockerfile pip=={docker}"
+    assert 'requirements/gpu.txt -e ".[dev]"' in (REQ / "gpu.txt").read_text()  # the smoke needs pytest
 
 
 def test_makefile_installs_torch_before_anything_else():
@@ -228,5 +236,7 @@ def test_gpu_set_resolves_in_one_dry_run(tmp_path):
 def test_cpu_set_resolves_in_one_dry_run(tmp_path):
     got = _resolve(tmp_path, "-r", "requirements/cpu.txt", ".[cpu,dev]")
     expected = _package_pins(["cpu", "dev"])
-    wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k, "").split("+")[0] != v}
+    expected["torch"] = "2.13.0+cpu"  # the CPU build exactly (a CUDA build would resolve as 2.13.0)
+    wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
     assert not wrong, f"pinned vs resolved: {wrong}"
+    assert not [k for k in got if k.startswith("nvidia-")], "the CPU set pulled CUDA libraries"

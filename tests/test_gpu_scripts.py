@@ -50,16 +50,32 @@ def test_launch_torchrun_parses_the_jobs_arguments_through_torchrun():
 
 
 def test_launch_torchrun_default_nproc_comes_from_python_on_path(tmp_path):
-    """No NPROC: the script asks `python` for the GPU count (0 here -> 1 process)."""
-    res = _run(["scripts/launch_torchrun.sh", "--dataset-dir", str(tmp_path / "missing")], MASTER_PORT=_free_port())
-    assert res.returncode != 0 and "missing" in res.stderr  # the job itself ran (one rank) and refused the path
+    """No NPROC: the script asks `python` for the GPU count (0 here -> 1 process); one rank runs the job."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "meta.json").write_text("{}")  # passes the script's check; the job refuses it
+    res = _run(["scripts/launch_torchrun.sh", "--dataset-dir", str(tmp_path / "bad")], MASTER_PORT=_free_port())
+    assert res.returncode != 0 and "[rank0]" in res.stderr and "prepare the dataset first" not in res.stderr
+
+
+def test_launch_torchrun_refuses_before_spawning_ranks(tmp_path):
+    """An unprepared dataset names the prepare command; --device cuda without CUDA says so; one line each."""
+    res = _run(["scripts/launch_torchrun.sh", "--dataset-dir", str(tmp_path / "ml1m"), "--device", "cuda"])
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"launch_torchrun: {tmp_path / 'ml1m'}/meta.json is missing: prepare the dataset first: "
+        "python -m recsys.data.prepare data=ml1m (downloads the MovieLens zip from grouplens.org)"]
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "meta.json").write_text("{}")
+    res = _run(["scripts/launch_torchrun.sh", "--device=cuda", "--dataset-dir", str(tmp_path / "ok")])
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "sees no CUDA device" in res.stderr
 
 
 def test_reproduce_and_launch_gpu_help():
     res = _run(["scripts/reproduce_ml100k.sh", "--help"])
     assert res.returncode == 0 and "--quick" in res.stdout, res.stderr[-2000:]
     res = _run(["scripts/launch_gpu.sh", "--help"])
-    assert res.returncode == 0 and "TRAINER=cpu" in res.stdout
+    assert res.returncode == 0 and "TRAINER=cpu" in res.stdout and "data=NAME picks experiment NAME/two_tower" in res.stdout
+    res = _run(["scripts/launch_gpu.sh", "data=nope"])  # refused before anything trains
+    assert res.returncode == 2 and "no configs/experiment/nope/two_tower.yaml" in res.stderr
 
 
 def test_sweep_needs_its_two_arguments():
@@ -120,6 +136,30 @@ def test_smoke_cpu_fallbacks_of_the_quick_checks(tmp_path):
     assert res.returncode == 0 and "3 passed, 0 failed, 2 skipped" in res.stdout
 
 
+def test_smoke_on_cuda_without_a_gpu_stops_at_once_with_the_reason(tmp_path):
+    """The default --device cuda on this CPU box: one line that says what to check, no check runs."""
+    res = _run(["scripts/gpu_smoke.sh", "--out", str(tmp_path / "smoke")])
+    assert res.returncode == 1 and not re.search(r"^(PASS|FAIL|SKIP) ", res.stdout, re.M), res.stdout
+    assert "torch sees no CUDA device" in res.stderr and "nvidia-smi" in res.stderr and "--device cpu" in res.stderr
+
+
+def test_smoke_pytest_checks_fail_when_every_test_was_skipped(tmp_path):
+    """pytest_gpu / vllm use pytest_ran: all skipped (no GPU, no vllm) is FAIL, never PASS; a pass is PASS."""
+    (tmp_path / "test_skips.py").write_text("import pytest\n\ndef test_a():\n    pytest.skip('vllm is not installed')\n")
+    (tmp_path / "test_runs.py").write_text("def test_b():\n    assert True\n")
+    body = re.search(r"^pytest_ran\(\) \{.*?^\}", (ROOT / "scripts" / "gpu_smoke.sh").read_text(), re.M | re.S).group(0)
+    def ran(test: str) -> subprocess.CompletedProcess:
+        return _run(["bash", "-c", f'{body}\npytest_ran "$1"', "_", str(tmp_path / test)], PY=sys.executable, OUT=str(tmp_path))
+    skipped, passed = ran("test_skips.py"), ran("test_runs.py")
+    assert skipped.returncode == 1 and "every one was skipped" in skipped.stdout and "vllm is not installed" in skipped.stdout
+    assert passed.returncode == 0, passed.stdout
+
+
+def test_versions_check_names_the_missing_device_before_pip_noise():
+    res = _run([sys.executable, "scripts/gpu_checks.py", "versions", "--device", "cuda"])
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("FAILED: torch sees no CUDA device")
+
+
 def test_smoke_reports_a_failing_check(tmp_path):
     """A broken interpreter makes every check FAIL with its log, and the exit status 1."""
     fake = tmp_path / "bin"
@@ -138,3 +178,6 @@ def test_smoke_cpu_fallbacks_of_the_training_checks(tmp_path):
     res, status = _smoke(tmp_path, "data,two_tower,dlrm_table_wise,dlrm_row_wise,two_tower_sharded,ddp",
                          SMOKE_TRAIN_ARGS="trainer.limit_train_batches=3")
     assert set(status.values()) == {"PASS"} and len(status) == 6, res.stdout + res.stderr[-2000:]
+    smoke = tmp_path / "smoke"
+    assert "two_tower/index/index.json: built_on=cpu" in (smoke / "two_tower.log").read_text()  # index.json, not a log line
+    assert (smoke / "prepare" / ".hydra").is_dir()  # the data step's Hydra output stays under --out

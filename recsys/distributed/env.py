@@ -97,3 +97,27 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def check_trainer_device(trainer_cfg) -> None:
+    """Before Lightning builds the Trainer: refuse a GPU trainer config on a machine without one, in one line.
+
+    ``trainer_cfg``: the ``trainer`` config node (``accelerator``, ``devices``). ``gpu``/``cuda``
+    without a CUDA device is a ``SystemExit`` naming the fix (``trainer=cpu`` or ``trainer=auto``);
+    ``cpu`` while a GPU is visible trains on the CPU as asked and logs that ``trainer=gpu`` would use it.
+    """
+    import logging
+
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    n = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and n == 0:
+        raise SystemExit(f"trainer.accelerator={accelerator} but torch {torch.__version__} sees no CUDA device "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): use trainer=cpu "
+                         "(or trainer=auto, which takes a GPU when there is one)")
+    devices = trainer_cfg.get("devices", 1)
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > n:
+        raise SystemExit(f"trainer.devices={devices} but torch sees {n} CUDA device(s): set trainer.devices<={n} "
+                         "(trainer=ddp takes them all with devices=auto)")
+    if accelerator == "cpu" and n > 0:
+        logging.getLogger(__name__).warning("training on the CPU (trainer.accelerator=cpu) although %d CUDA device(s) "
+                                            "are visible: trainer=gpu or trainer=auto uses them", n)

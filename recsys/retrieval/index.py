@@ -23,7 +23,9 @@ On disk (``save(dir)``)::
 
     index.faiss     the CPU index (GPU indices are copied back before writing)
     id_map.npy      (N,) int64 item_idx of each FAISS row
-    index.json      the constructor arguments (kind, nlist, m, ...), to rebuild or reload
+    index.json      the constructor arguments (kind, nlist, m, ...), to rebuild or reload, plus
+                    ``built_on`` (``cuda`` or ``cpu``: where this index was built and searched,
+                    what ``scripts/gpu_smoke.sh`` checks), ``n_items`` and ``dim``
 
 Papers: IVF-PQ is Jegou, Douze, Schmid, "Product Quantization for Nearest
 Neighbor Search", TPAMI 2011; HNSW is Malkov, Yashunin, TPAMI 2018.
@@ -45,6 +47,10 @@ KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # faiss IVFPQ::isSupportedPQCodeLength
 GPU_FLOAT16_LUT_FROM_M = 56  # 256 codes x pq_m x 4 B > 48 KiB of shared memory from here on
 GPU_MAX_K = 2048  # GPU_MAX_SELECTION_K: the most k (and nprobe) a GPU index selects
+
+
+class NoGpuIndexError(RuntimeError):
+    """``device="cuda"`` where faiss sees no GPU: a setup problem, reported by entry points as one line."""
 
 _GPU = {"resources": None, "lock": threading.RLock()}  # re-entrant: _set_index holds it while making resources
 
@@ -118,13 +124,17 @@ class ItemIndex:
     def _wants_gpu(self, problems: list[str]) -> bool:
         """Place this index: True for GPU. ``problems`` (from ``gpu_problems``) refuse cuda / fall back from auto."""
         device = self.config["device"]
+        if device == "cuda" and self.kind == "hnsw":
+            log.warning("hnsw index stays on the CPU: faiss has no GPU HNSW (index.device=cuda applies to flat/ivf_*)")
         if device == "cpu" or self.kind == "hnsw":
             return False
         if device == "cuda" and problems:
             raise ValueError(f"{self.kind} index on device=cuda: " + "; ".join(problems))
         faiss = _faiss()
         if device == "cuda" and faiss.get_num_gpus() == 0:
-            raise RuntimeError("index device=cuda but faiss sees no GPU (is faiss-gpu installed?)")
+            build = "faiss-gpu" if hasattr(faiss, "StandardGpuResources") else "faiss-cpu (no GPU support)"
+            raise NoGpuIndexError(f"index.device=cuda but faiss sees no GPU (installed: {build}; the GPU set is "
+                                  "requirements/gpu.txt, see docs/gpu.md); index.device=auto or cpu builds on the CPU")
         if device == "auto" and faiss.get_num_gpus() > 0 and problems:
             log.warning("%s index stays on the CPU: %s", self.kind, "; ".join(problems))
             return False
@@ -223,7 +233,8 @@ class ItemIndex:
             cpu = self.index
         faiss.write_index(cpu, str(d / "index.faiss"))
         np.save(d / "id_map.npy", self.id_map)
-        (d / "index.json").write_text(json.dumps({**self.config, "n_items": len(self), "dim": int(cpu.d)}, indent=2))
+        meta = {**self.config, "built_on": "cuda" if self.on_gpu else "cpu", "n_items": len(self), "dim": int(cpu.d)}
+        (d / "index.json").write_text(json.dumps(meta, indent=2))
         return d
 
     @classmethod
@@ -234,7 +245,8 @@ class ItemIndex:
             if not (d / f).exists():
                 raise FileNotFoundError(f"{d / f}: missing; an index directory holds index.faiss, id_map.npy, index.json")
         cfg = json.loads((d / "index.json").read_text())
-        cfg.pop("n_items", None), cfg.pop("dim", None)
+        for key in ("built_on", "n_items", "dim"):
+            cfg.pop(key, None)
         if device is not None:
             cfg["device"] = device
         obj = cls(**cfg)

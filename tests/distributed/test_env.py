@@ -119,3 +119,48 @@ def test_param_digest_reduces_on_the_jobs_device(monkeypatch):
     with pytest.raises(Reduced):
         param_digest(Model(), torch.device("meta"))
     assert seen == [(torch.device("meta"), torch.float64, (1,))]
+
+
+def _trainer_cfg(name: str, *overrides: str):
+    """configs/trainer/<name>.yaml as `python -m recsys.train trainer=<name>` composes it."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import recsys.train  # noqa: F401  (registers ${run_hash:})
+
+    with initialize_config_dir(str(Path(__file__).resolve().parents[2] / "configs"), version_base="1.3"):
+        return compose("train", overrides=[f"trainer={name}", *overrides]).trainer
+
+
+@pytest.mark.parametrize("name", ["gpu", "ddp"])
+def test_gpu_trainer_without_a_gpu_names_trainer_cpu(monkeypatch, name):
+    from recsys.distributed.env import check_trainer_device
+
+    _fake_gpus(monkeypatch, 0, [])
+    with pytest.raises(SystemExit, match=r"trainer.accelerator=gpu but torch .* sees no CUDA device.*use trainer=cpu"):
+        check_trainer_device(_trainer_cfg(name))
+
+
+def test_trainer_devices_beyond_the_gpus_are_refused_and_cpu_with_a_gpu_is_said(monkeypatch, caplog):
+    from recsys.distributed.env import check_trainer_device
+
+    _fake_gpus(monkeypatch, 1, [])
+    with pytest.raises(SystemExit, match=r"trainer.devices=2 but torch sees 1 CUDA device"):
+        check_trainer_device(_trainer_cfg("gpu", "trainer.devices=2"))
+    with caplog.at_level("WARNING"):
+        check_trainer_device(_trainer_cfg("cpu"))
+    assert "trainer=gpu or trainer=auto uses them" in caplog.text
+
+
+def test_trainer_auto_builds_a_cpu_trainer_here():
+    """`trainer=auto`: Lightning's accelerator=auto (a GPU when present), one device; here the CPU."""
+    from hydra.utils import instantiate
+
+    from recsys.distributed.env import check_trainer_device
+
+    cfg = _trainer_cfg("auto", "paths.output_dir=/tmp/unused")
+    check_trainer_device(cfg)
+    assert cfg.accelerator == "auto" and cfg.devices == 1
+    trainer = instantiate(cfg, logger=False, enable_checkpointing=False)
+    assert trainer.strategy.root_device == torch.device("cpu")

@@ -97,3 +97,20 @@ def test_trainer_ddp_sim_runs_through_the_real_config(ml100k_data_root, tmp_path
     assert metrics["best_checkpoint"].endswith("epoch_001.ckpt")
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert "self.log('val/ndcg@10'" not in res.stderr  # the callback logs synchronised values on every rank
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_trainer_ddp_strategy_evaluates_once_on_rank_0(ml100k_data_root, tmp_path):
+    """strategy=ddp (what trainer=ddp uses on GPUs): Lightning relaunches the script per rank; the final
+    valid/test evaluation runs on rank 0 only (one "evaluation took" line per stage), rank 0 writes metrics."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recsys.train", "experiment=ml100k/bpr", "trainer=ddp_sim", "trainer.strategy=ddp",
+           "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
+           "eval.progress=false", f"paths.data_dir={ml100k_data_root}", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=850)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = res.stdout + res.stderr
+    assert out.count("valid evaluation took") == 1 and out.count("test evaluation took") == 1, out[-4000:]
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test/ndcg@10"])

@@ -69,6 +69,21 @@ def test_bad_engine_settings_fail_before_vllm_is_imported():
     assert len(LABELS) <= MAX_LABELS
 
 
+def test_missing_vllm_names_the_gpu_requirements(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):  # as on a machine without the GPU set (also where vllm is installed)
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError("No module named 'vllm'", name="vllm")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ModuleNotFoundError, match=r"llm=vllm needs vllm.*requirements/gpu.txt.*llm=smollm2"):
+        VLLMBackend()
+
+
 @pytest.fixture(scope="module")
 def adapter_dir(smollm2, tmp_path_factory):
     """A real PEFT LoRA adapter on SmolLM2 with non-zero B (so it changes the scores), saved to disk."""

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recsys.retrieval.index import ItemIndex, exact_topk
+from recsys.retrieval.index import ItemIndex, NoGpuIndexError, exact_topk
 
 
 def clustered(n=2000, d=16, seed=0):
@@ -94,8 +94,33 @@ def test_device_cuda_refuses_bad_gpu_params_before_faiss_is_asked():
         ItemIndex("ivf_pq", pq_m=6, device="cuda").build(clustered(600, d=12))
     with pytest.raises(ValueError, match="need at least 256"):
         ItemIndex("ivf_pq", pq_m=4, device="cuda").build(clustered(200))  # CPU would clamp to fewer bits
-    with pytest.raises(RuntimeError, match="faiss sees no GPU"):
+    with pytest.raises(NoGpuIndexError, match="faiss sees no GPU .*requirements/gpu.txt.*index.device=auto or cpu"):
         ItemIndex("ivf_pq", pq_m=4, device="cuda").build(clustered(600))  # valid: only the GPU is missing
+
+
+def test_the_index_entry_point_reports_a_missing_gpu_in_one_line(monkeypatch):
+    """`python -m recsys.index index.device=cuda` without faiss-gpu: SystemExit with the message, no traceback."""
+    import recsys.index as entry
+    from omegaconf import OmegaConf
+
+    def no_gpu(cfg):
+        ItemIndex("flat", device="cuda").build(clustered(100))
+
+    monkeypatch.setattr(entry, "run", no_gpu)
+    with pytest.raises(SystemExit) as exit_:
+        entry.main(OmegaConf.create({}))  # hydra.main passes a given config straight to the function
+    assert str(exit_.value).startswith("recsys.index: index.device=cuda but faiss sees no GPU")
+
+
+def test_index_json_records_where_it_was_built(tmp_path, caplog):
+    import json
+
+    ItemIndex("ivf_flat", nlist=8, device="auto").build(clustered(600)).save(tmp_path / "ix")
+    assert json.loads((tmp_path / "ix" / "index.json").read_text())["built_on"] == "cpu"
+    assert ItemIndex.load(tmp_path / "ix").config["device"] == "auto"  # built_on is a record, not an argument
+    with caplog.at_level("WARNING"):
+        assert not ItemIndex("hnsw", hnsw_m=8, device="cuda").build(clustered(300)).on_gpu
+    assert "faiss has no GPU HNSW" in caplog.text  # said, not silent
 
 
 class _FakeGpuFaiss:

@@ -71,7 +71,14 @@ class VLLMBackend(LLMBackend):
         super().__init__()
         if enable_lora and max_lora_rank not in LORA_RANKS:
             raise ValueError(f"max_lora_rank={max_lora_rank}: vLLM accepts {LORA_RANKS}")
-        from vllm import LLM  # GPU-only dependency: imported here, never at module import
+        try:
+            from vllm import LLM  # GPU-only dependency: imported here, never at module import
+        except ModuleNotFoundError as e:
+            if e.name != "vllm":
+                raise
+            raise ModuleNotFoundError("llm=vllm needs vllm, which is in the GPU set: pip install -r requirements/gpu.txt "
+                                      '-e ".[dev]" on a CUDA box (docs/gpu.md); on a CPU machine use llm=smollm2',
+                                      name="vllm") from None
 
         if model is None:
             from recsys.llm.backends.transformers_backend import gguf_to_safetensors, smollm2_gguf_path
