@@ -130,7 +130,7 @@ def create_app(state: ServeState) -> FastAPI:
         shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
         cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
                                    query=req.query, onboarding_categories=req.onboarding_categories,
-                                   user_id=req.user_id)
+                                   user_id=req.user_id, demographics=None if req.age is None else {"age": req.age})
         request_id = uuid.uuid4().hex
         served.log(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
@@ -164,21 +164,30 @@ def create_app(state: ServeState) -> FastAPI:
         if state.conversation is None:
             raise HTTPException(503, "conversation is not configured on this server (llm.conversation)")
         try:
-            turn = state.conversation.turn(req.session_id, req.message)
+            turn = state.conversation.turn(req.session_id, req.message, age=req.age)
         except SessionsUnavailable as e:
             log.error("conversation turn failed: %s", e)
             raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         if turn.question is not None or turn.constraints is None:
-            return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
+            return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?",
+                                        notes=turn.notes, source=turn.source)
         # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
         like = [rec.item_ids[i] for i in turn.like_items]
-        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like)
+        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like, age=turn.age)
         resp = _recommend(rr, constraints=turn.constraints)
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
-        ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
-        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items), resp.trace.k)
+        ctx = rec.contexts.build(user_idx, list(turn.like_items), turn.constraints, user_id=req.user_id,
+                                 demographics=None if turn.age is None else {"age": turn.age})
+        question, notes, pending = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items),
+                                             resp.trace.k)
+        # what "the second one" means next turn, and what "drop it" answers
+        try:
+            state.conversation.shown(req.session_id, [it.item_idx for it in resp.items], pending)
+        except SessionsUnavailable as e:
+            log.error("conversation turn not recorded: %s", e)
+            raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
-                                    question=question, notes=notes, source=turn.source, like_items=like)
+                                    question=question, notes=turn.notes + notes, source=turn.source, like_items=like)
 
     return app
 
