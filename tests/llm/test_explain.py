@@ -1,6 +1,7 @@
 """Grounded explanations: hand-made verifier cases, template fallback counted."""
 
 import numpy as np
+import pandas as pd
 
 from llm_fakes import ScriptedBackend, tiny_items
 from recsys.llm.accounting import LLMAccounting
@@ -150,7 +151,34 @@ def test_verifier_rejects_invented_names_truncation_and_loops():
 
 def test_template_grammar():
     assert Facts("Heat", 1995, ["Action", "Crime"], popularity=5).template() == \
-        '"Heat" is watched by 5 users, an Action, Crime film from 1995.'
+        '"Heat" is an Action, Crime film from 1995, watched by 5 users.'
+    assert Facts("Heat", 1995, ["Crime"], popularity=1).template().endswith("watched by 1 user.")
     assert Facts("Fargo", 1996, ["Crime"]).template() == '"Fargo" is a Crime film from 1996.'
     assert "which shares Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo"], [1996], ["Crime"]).template()
     assert "which share Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo", "Seven"], [1996, 1995], ["Crime"]).template()
+
+
+def test_every_genre_stated_is_shared_by_each_cited_film():
+    """Issue 11: "you liked Copycat and Gattaca, which share Crime, Thriller" (Gattaca is not Crime)."""
+    items = pd.DataFrame({"item_idx": [0, 1, 2], "title": ["Devil's Advocate", "Copycat", "Gattaca"],
+                          "year": [1997, 1995, 1997],
+                          "categories": [["Crime", "Horror", "Mystery", "Thriller"], ["Crime", "Drama", "Horror",
+                                                                                      "Mystery", "Thriller"],
+                                         ["Drama", "Sci-Fi", "Thriller"]]})
+    ex = Explainer(None, items, max_related=2)
+    f = ex.facts(UserContext(history=np.array([2, 1])), 0)
+    assert f.related_titles == ["Copycat", "Gattaca"] and f.shared_categories == ["Thriller"]
+    sentence = f.template()
+    assert "Crime" not in sentence and "share Thriller with" in sentence
+
+
+def test_session_references_are_asked_for_not_liked():
+    """Issue 11: a session item ("more like X") is "you asked for something like X", never "you liked X"."""
+    items = pd.DataFrame({"item_idx": [0, 1], "title": ["Casablanca", "Notorious"], "year": [1942, 1946],
+                          "categories": [["Drama", "Romance"], ["Romance", "Thriller"]]})
+    ex = Explainer(None, items)
+    f = ex.facts(UserContext(session=np.array([0])), 1)
+    assert f.asked_titles == ["Casablanca"] and not f.related_titles
+    assert f.template() == 'You asked for something like "Casablanca", which shares Romance with "Notorious".'
+    assert Verifier(items).check(f.template(), f) == []
+    assert "asked for something like" in f.prompt()[1]["content"] and "liked" not in f.prompt()[1]["content"]
