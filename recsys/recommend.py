@@ -81,9 +81,9 @@ def _cell(v, width: int) -> str:
 def format_items(out: dict, user_id) -> list[str]:
     u = out["used"]
     lines = [f"pipeline {u['pipeline']} | llm {u['llm']} | dataset {u['dataset_dir']} (history: {u['history']})",
-             f"feedback: {u.get('feedback_events', 0)} stored events replayed",
              "artifacts: " + (", ".join(f"{n} <- {p}" for n, p in u["artifacts"].items()) or "none (no trained models)"),
-             "sources: " + ", ".join(u["sources"]), "stages:  " + " > ".join(u["stages"]), "",
+             "sources: " + ", ".join(u["sources"]), "stages:  " + " > ".join(u["stages"]),
+             f"feedback: {u.get('feedback_events', 0)} stored events replayed", "",
              f"user {user_id} ({'cold start' if out['cold_start'] else 'known'}): top {len(out['items'])} "
              f"of k={out['trace']['k']}",
              f"{'rank':>4}  {'item_id':>7}  {'title':<44}  {'score':>7}  {'sources':<30}  explored"]
