@@ -70,6 +70,11 @@ def judge(sentence: str, facts: dict, catalogue: list[str]) -> list[str]:
                                       *facts.get("shared_categories", []), facts.get("source") or "",
                                       "asked something" if facts.get("asked_titles") else ""])))
     numbers = {str(facts.get("year")), str(facts.get("popularity"))}
+    year = int(facts.get("year") or 0)
+    for d in re.findall(r"\b(1[89]\d0|20\d0)'?s\b", rest):  # a decade is grounded by a year inside it
+        if not (int(d) <= year < int(d) + 10):
+            problems.append(f"decade {d}s")
+    rest = re.sub(r"\b(1[89]\d0|20\d0)'?s\b", " ", rest)
     for w in tokens(rest):
         if w.isdigit():
             if w not in numbers:

@@ -52,6 +52,7 @@ from recsys.llm.prompts import check_items_table, escape_text
 from recsys.llm.safety import GENERIC, safe_title, unsafe_reasons
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)s?\b")
+_DECADE = re.compile(r"\b(1[89]\d0|20\d0)'?s\b")
 _NUM = re.compile(r"\b\d[\d,]*\b")
 _QUOTED = re.compile(r'["“”]([^"“”]{2,120})["“”]')
 _ARTICLE = re.compile(r",\s*(the|a|an|les|la|le|il|das|der|die|el)\s*$", re.I)
@@ -172,6 +173,10 @@ class Verifier:
             if a:  # a title may contain a genre word or a number ("Apollo 13", "Film (1981)")
                 rest = rest.replace(a, " ")
         years = {facts.year} - {-1, 0}  # the liked items' years are not in the prompt, so not facts
+        for d in _DECADE.findall(rest):  # "a 1980s thriller" is grounded by a year of that decade
+            if not any(int(d) <= y < int(d) + 10 for y in years):
+                reasons.append(f"decade {d}s not in facts")
+        rest = _DECADE.sub(" ", rest)
         for y in _YEAR.findall(rest):
             if int(y) not in years:
                 reasons.append(f"year {y} not in facts")
@@ -205,7 +210,8 @@ class Verifier:
         allowed = set(CONNECTIVES)
         fact_text = " ".join([facts.title, *facts.related_titles, *facts.asked_titles, *facts.categories, *facts.shared_categories,
                               str(facts.year), "" if facts.popularity is None else str(facts.popularity),
-                              facts.source or "", "asked for something like" if facts.asked_titles else ""]).lower()
+                              facts.source or "", "asked for something like" if facts.asked_titles else "",
+                              f"{facts.year // 10 * 10}s" if facts.year > 0 else ""]).lower()
         for w in re.findall(r"[a-z0-9']+", fact_text):
             w = w.removesuffix("'s")
             allowed |= {w, w + "s", w + "es", (w[:-1] + "ies") if w.endswith("y") else w}
@@ -225,8 +231,11 @@ class Verifier:
                     t = re.sub(re.escape(form), " ", t, flags=re.I)
         for c in self.categories:
             t = re.sub(r"(?<!\w)" + re.escape(c) + r"(?!\w)", " ", t, flags=re.I)
+        # a word of a fact title is that title's name ("Indiana Jones" of "Indiana Jones and the Last Crusade")
+        own = {w.lower() for title in titles for w in re.findall(r"[A-Za-z][\w'-]*", title)}
         words = re.findall(r"[A-Za-z][\w'-]*", t)
-        return [f"name not in facts {w!r}" for w in words[1:] if w[0].isupper() and w.lower() not in _COMMON]
+        return [f"name not in facts {w!r}" for w in words[1:]
+                if w[0].isupper() and w.lower() not in _COMMON and w.lower() not in own]
 
 
 _COMMON = {"the", "a", "an", "this", "it", "its", "you", "your", "if", "since", "because", "and", "as", "recommended",

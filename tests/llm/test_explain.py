@@ -182,3 +182,29 @@ def test_session_references_are_asked_for_not_liked():
     assert f.template() == 'You asked for something like "Casablanca", which shares Romance with "Notorious".'
     assert Verifier(items).check(f.template(), f) == []
     assert "asked for something like" in f.prompt()[1]["content"] and "liked" not in f.prompt()[1]["content"]
+
+
+def test_verifier_accepts_the_items_own_title_words_and_its_decade_only():
+    """Issue 11 item 10: "Indiana"/"Jones" (words of the item's own title) and "the 1980s" for a 1989 film
+    were rejected; invented names and other decades still are."""
+    items = pd.DataFrame({"item_idx": [0], "title": ["Indiana Jones and the Last Crusade"], "year": [1989],
+                          "categories": [["Action", "Adventure"]]})
+    v = Verifier(items)
+    f = Facts("Indiana Jones and the Last Crusade", 1989, ["Action", "Adventure"])
+    assert v.check("You may like this Indiana Jones adventure, an Action film.", f) == []
+    assert v.check("You may like this 1980s Action film, Indiana Jones and the Last Crusade.", f) == []
+    assert any("decade" in r for r in v.check("You may like this 1970s Action film.", f))
+    assert any("name not in facts" in r for r in v.check("You may like this Action film starring Harrison Ford.", f))
+    assert v.check("You may like this Action film set in the 1980s.", f)  # "set in": a claim the facts do not make
+
+
+def test_judge_agrees_on_decades_and_title_words():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cg", Path(__file__).resolve().parents[2] / "scripts" / "check_grounding.py")
+    cg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cg)
+    facts = {"title": "Indiana Jones and the Last Crusade", "year": 1989, "categories": ["Action", "Adventure"]}
+    assert cg.judge("You may like this 1980s Action film, Indiana Jones.", facts, []) == []
+    assert cg.judge("You may like this 1970s Action film.", facts, [])
