@@ -118,8 +118,6 @@ def create_app(state: ServeState) -> FastAPI:
                 raise HTTPException(422, f"constraints.exclude_items: item_idx must be < {len(rec.catalog)}")
         warnings = []
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
-        if req.user_id is not None and user_idx is None:
-            warnings.append("unknown user_id: cold-start recommendations")
         session, unknown = [], []
         for pos, iid in enumerate(req.session_items):
             j = rec.item_idx(iid)
@@ -131,11 +129,16 @@ def create_app(state: ServeState) -> FastAPI:
         cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
                                    query=req.query, onboarding_categories=req.onboarding_categories,
                                    user_id=req.user_id, demographics=None if req.age is None else {"age": req.age})
+        # an unknown user with live feedback (a new user who rated or clicked) is served from it: not cold start
+        cold = ctx.user_idx is None and len(ctx.history) == 0  # (the contract: a session alone is still cold)
+        if req.user_id is not None and user_idx is None:
+            warnings.insert(0, "unknown user_id: cold-start recommendations" if cold else
+                            "unknown user_id: recommendations from this user's live feedback")
         request_id = uuid.uuid4().hex
         served.log(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
-            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
+            request_id=request_id, user_id=req.user_id, cold_start=cold, items=_items(cands),
             warnings=warnings + trace["warnings"],
             latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
             trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
