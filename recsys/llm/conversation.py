@@ -37,8 +37,8 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
-from recsys.llm.conversation_refs import (correct_genre_typos, correct_title_typos, drop_answer, find_age,
-                                          find_positions, unknown_words)
+from recsys.llm.conversation_refs import (correct_genre_typos, correct_title_typos, drop_answer, drop_part,
+                                          find_age, find_positions, unknown_words)
 from recsys.llm.conversation_rules import CUES, DECADE_WORDS, NUMWORDS, RuleExtractor, translate
 from recsys.llm.parsing import extract_json_object
 
@@ -307,27 +307,6 @@ class ConversationParser:
     def _title(self, item: int) -> str:
         names = {i: t for t, i in self.titles.items()}
         return names.get(item, str(item)).title()
-
-
-def drop_part(c: Constraints, what: str) -> tuple[Constraints, str]:
-    """Constraints without one part -> (constraints, a note saying what was dropped). ``what``: a
-    ``recsys.pipeline.filters`` part key ("years", "include_categories", "require_categories:War", ...)
-    or what the user named ("years", "genres", "words", "exclusions")."""
-    key, _, name = what.partition(":")
-    if key == "years":
-        return c.model_copy(update={"year_min": None, "year_max": None}), "dropped the years"
-    if key in ("genres", "include_categories") or (key == "require_categories" and not name):
-        return c.model_copy(update={"include_categories": [], "require_categories": []}), "dropped the genres"
-    if key == "require_categories":
-        return c.model_copy(update={"require_categories": [g for g in c.require_categories if g != name]}), \
-            f"dropped {name}"
-    if key == "exclude_categories":
-        return c.model_copy(update={"exclude_categories": []}), "dropped the excluded genres"
-    if key in ("exclusions", "exclude_items"):
-        return c.model_copy(update={"exclude_items": [], "exclude_categories": []}), "dropped the exclusions"
-    if key in ("words", "must_have_words", "exclude_words"):
-        return c.model_copy(update={"must_have_words": [], "exclude_words": []}), "dropped the words"
-    return c, "nothing of the request can be dropped for that (see the question)"
 
 
 def title_index(titles: list[str] | None, popularity=None) -> dict[str, int]:

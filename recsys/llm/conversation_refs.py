@@ -25,6 +25,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from recsys.core.candidates import Constraints
+
 ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5,
             "5th": 5, "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "eighth": 8, "8th": 8, "ninth": 9, "9th": 9,
             "tenth": 10, "10th": 10, "last": -1}
@@ -163,3 +165,24 @@ def unknown_words(text: str, known: set[str]) -> list[str]:
         if w and w not in STOP and w not in known and w.removesuffix("s") not in known and w not in out:
             out.append(w)
     return out[:3]
+
+
+def drop_part(c: Constraints, what: str) -> tuple[Constraints, str]:
+    """Constraints without one part -> (constraints, a note saying what was dropped). ``what``: a
+    ``recsys.pipeline.filters`` part key ("years", "include_categories", "require_categories:War", ...)
+    or what the user named ("years", "genres", "words", "exclusions")."""
+    key, _, name = what.partition(":")
+    if key == "years":
+        return c.model_copy(update={"year_min": None, "year_max": None}), "dropped the years"
+    if key in ("genres", "include_categories") or (key == "require_categories" and not name):
+        return c.model_copy(update={"include_categories": [], "require_categories": []}), "dropped the genres"
+    if key == "require_categories":
+        return c.model_copy(update={"require_categories": [g for g in c.require_categories if g != name]}), \
+            f"dropped {name}"
+    if key == "exclude_categories":
+        return c.model_copy(update={"exclude_categories": []}), "dropped the excluded genres"
+    if key in ("exclusions", "exclude_items"):
+        return c.model_copy(update={"exclude_items": [], "exclude_categories": []}), "dropped the exclusions"
+    if key in ("words", "must_have_words", "exclude_words"):
+        return c.model_copy(update={"must_have_words": [], "exclude_words": []}), "dropped the words"
+    return c, "nothing of the request can be dropped for that (see the question)"
