@@ -32,8 +32,10 @@ ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "
             "tenth": 10, "10th": 10, "last": -1}
 _ORD = "|".join(sorted(ORDINALS, key=len, reverse=True))
 _NOUN = r"(?:one|movie|film|pick|title|item|suggestion)"
+# "the 2nd" must end its phrase ("the last 10 years", "for the first time" are not references)
+_END = r"(?=\s*(?:$|[,.;!?)]|(?:and|but|please|too|instead|either|from|with|then)\b))"
 POSITION = re.compile(
-    rf"(?:\bthe\s+({_ORD})(?:\s+{_NOUN})?\b|\b({_ORD})\s+{_NOUN}\b|(?:\bnumber|\bno\.|#)\s*(\d{{1,2}})\b"
+    rf"(?:\bthe\s+({_ORD})(?:\s+{_NOUN}\b|{_END})|\b({_ORD})\s+{_NOUN}\b|(?:\bnumber|\bno\.|#)\s*(\d{{1,2}})\b"
     rf"|\b(?:that|this)\s+{_NOUN}\b)", re.I)
 # a negation, or "seen"/"watched", earlier in the same clause makes a reference an exclusion
 NEG_REF = re.compile(r"\b(?:no|not|without|except|exclude|excluding|remove|drop|skip|hide|never|seen|watched|"

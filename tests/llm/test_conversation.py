@@ -109,6 +109,8 @@ def test_positions_need_a_list_and_refer_to_the_last_one():
     t = p.turn("s", "not the last one")
     assert t.constraints.exclude_items == [9]
     assert "3 films" in p.turn("s", "more like number 5").question
+    for message in ("comedies from the last 10 years", "a drama for the first time in ages"):  # not references
+        assert p.turn("s", message).question is None, message
 
 
 def test_typos_and_unknown_words_are_named_not_dropped():
