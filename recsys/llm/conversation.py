@@ -201,9 +201,10 @@ class ConversationParser:
                 samples=[(prompt, text)])
         return fields
 
-    def read(self, message: str) -> tuple[dict, str, str]:
+    def read(self, message: str, use_llm: bool = True) -> tuple[dict, str, str]:
         """-> (fields, source, the text nothing read). A non-English message goes to the LLM first, and
-        the rules read its glossary translation too: a field the rules found wins, the LLM's fill the rest."""
+        the rules read its glossary translation too: a field the rules found wins, the LLM's fill the rest.
+        ``use_llm=False``: the rules only (what is left of a message whose references were read already)."""
         if looks_foreign(message):
             llm = self.llm_extract(message)
             rules = self.rules.extract(translate(message))
@@ -213,8 +214,8 @@ class ConversationParser:
             return fields, source, ""
         rules = self.rules.extract(message)
         rest = rules.pop("rest", message)
-        if _meaningful(rules) and not self.llm_first:
-            return rules, "rules", rest
+        if _meaningful(rules) and not self.llm_first or not use_llm:
+            return (rules, "rules", rest) if _meaningful(rules) else ({}, "none", rest)
         llm = self.llm_extract(message)
         if _meaningful(llm):
             return llm, "llm", ""
@@ -269,7 +270,8 @@ class ConversationParser:
             message, typo = correct_genre_typos(message, self.rules.lookup, self._title_words)
             message, typo_t = correct_title_typos(message, self.titles, lambda i: self._title(i), CUES)
             notes += typo + typo_t
-        fields, source, rest = self.read(message)
+        # "more like the second one": the reference is read; the LLM is not asked about the rest of it
+        fields, source, rest = self.read(message, use_llm=not refs)
         like = list(dict.fromkeys([*fields.pop("like_titles", []), *picked[False]]))
         excluded = list(dict.fromkeys([*fields.pop("exclude_items", []), *picked[True]]))
         if excluded:

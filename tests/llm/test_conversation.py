@@ -133,3 +133,15 @@ def test_age_is_read_and_kept_for_the_session():
     assert t.age == 30 and t.constraints.include_categories == ["Horror"] and t.constraints.max_results is None
     assert p.turn("s", "only from the 90s").age == 30
     assert p.turn("x", "a comedy", age=12).age == 12
+
+
+def test_a_position_reference_is_not_sent_to_the_llm():
+    """With llm=smollm2, "more like the second one" came back as like Casablanca (the few-shot example)."""
+    text = ('{"include_categories": ["Drama"], "exclude_categories": [], "year_min": null, "year_max": null, '
+            '"max_results": null, "like_titles": ["Casablanca"]}')
+    be = ScriptedBackend(texts=[text] * 3)
+    p = ConversationParser(GENRES, backend=be, titles={"casablanca": 482})
+    p.turn("s", "a western")
+    p.shown("s", [5, 6, 7])
+    t = p.turn("s", "more like the second one")
+    assert t.like_items == [6] and t.constraints.include_categories == ["Western"] and t.source == "state"
