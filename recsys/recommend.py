@@ -6,6 +6,11 @@ used (pipeline, LLM, dataset, trained artifacts) and a table (rank, item id, tit
 score, sources, explored, explanation). ``show_trace=true`` adds one row per source
 and stage: rows in/out, latency, removed, fallbacks and the stage's own report.
 Unknown users take the cold-start path.
+
+Feedback: like the server at start-up, it replays the feedback store the server writes
+(``feedback_db`` of serve.yaml, the same path for the same ``data_name``) into the live
+profiles first, so a user's API skips, ratings and clicks count here too (``use_feedback=false``
+reads the tables only). A store that does not exist yet is not created: there is no feedback.
 """
 
 from __future__ import annotations
@@ -25,9 +30,8 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
     from recsys.pipeline.build import build_recommender
 
     rec = build_recommender(cfg)
+    replayed = replay_feedback(rec, cfg) if cfg.use_feedback else 0
     user_idx = rec.contexts.user_idx(cfg.user_id) if cfg.user_id is not None else None
-    if cfg.user_id is not None and user_idx is None:
-        log.warning("unknown user_id %r: cold-start recommendations", cfg.user_id)
     session = []
     for iid in cfg.session_items:
         j = rec.item_idx(str(iid))
@@ -35,14 +39,38 @@ def run(cfg: DictConfig) -> tuple[dict, dict]:
             raise SystemExit(f"unknown session item id {iid!r}")
         session.append(j)
     constraints = Constraints(**OmegaConf.to_container(cfg.constraints)) if cfg.constraints else None
-    cands, ctx = rec.recommend(user_idx, k=int(cfg.k), session=session, constraints=constraints, query=cfg.query)
+    cands, ctx = rec.recommend(user_idx, k=int(cfg.k), session=session, constraints=constraints, query=cfg.query,
+                               user_id=None if cfg.user_id is None else str(cfg.user_id))
+    if cfg.user_id is not None and user_idx is None:
+        log.warning("unknown user_id %r: %s", cfg.user_id, "recommendations from their live feedback"
+                    if len(ctx.history) or len(ctx.negative_items) else "cold-start recommendations")
     explored = cands.features.get("explored")
     items = [{"rank": r + 1, "item_id": rec.item_ids[i], "title": rec.catalog.title_of(int(i)), "score": float(s),
               "sources": str(src), "explored": bool(explored[r]) if explored is not None else False,
               "explanation": cands.explanations[r] if cands.explanations else None}
              for r, (i, s, src) in enumerate(zip(cands.items.tolist(), cands.scores, cands.sources))]
-    used = {**rec.info, "sources": list(rec.pipeline.sources), "stages": list(rec.pipeline.stages)}
+    used = {**rec.info, "sources": list(rec.pipeline.sources), "stages": list(rec.pipeline.stages),
+            "feedback_events": replayed}
     return {"items": items, "cold_start": ctx.is_cold, "trace": cands.trace, "used": used}, {"recommender": rec}
+
+
+def replay_feedback(rec, cfg) -> int:
+    """Apply the server's feedback store (``cfg.feedback_db``) to ``rec``'s live profiles -> events applied."""
+    from pathlib import Path
+
+    from recsys.serve.shared import SharedState, observe_events
+    from recsys.serve.stores import open_store
+
+    target = str(cfg.feedback_db)
+    if not target.startswith(("postgresql://", "postgres://")) and not Path(target).exists():
+        return 0
+    store = open_store(target)
+    try:
+        fb = cfg.get("feedback") or {}
+        apply = observe_events(rec, float(cfg.negative_threshold), float(fb.get("dwell_click_s", 30.0)))
+        return SharedState(store, apply).catch_up()
+    finally:
+        store.close()
 
 
 def _cell(v, width: int) -> str:
@@ -54,7 +82,8 @@ def format_items(out: dict, user_id) -> list[str]:
     u = out["used"]
     lines = [f"pipeline {u['pipeline']} | llm {u['llm']} | dataset {u['dataset_dir']} (history: {u['history']})",
              "artifacts: " + (", ".join(f"{n} <- {p}" for n, p in u["artifacts"].items()) or "none (no trained models)"),
-             "sources: " + ", ".join(u["sources"]), "stages:  " + " > ".join(u["stages"]), "",
+             "sources: " + ", ".join(u["sources"]), "stages:  " + " > ".join(u["stages"]),
+             f"feedback: {u.get('feedback_events', 0)} stored events replayed", "",
              f"user {user_id} ({'cold start' if out['cold_start'] else 'known'}): top {len(out['items'])} "
              f"of k={out['trace']['k']}",
              f"{'rank':>4}  {'item_id':>7}  {'title':<44}  {'score':>7}  {'sources':<30}  explored"]

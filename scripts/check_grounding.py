@@ -13,6 +13,9 @@ verifier accepted it) and judges every sentence on its own terms:
 - a claim: a content word (not in the stop-word list below, not one of the few words every
   recommendation needs) that does not occur in the facts.
 
+``table_errors`` checks a template sentence's every stated fact against the parquet tables (the
+property test in tests/llm/test_explain_tables.py runs it over many users).
+
 Prints counts; exit status 1 when an accepted sentence is judged ungrounded (the target is 0).
 """
 
@@ -53,7 +56,8 @@ def tokens(text: str) -> list[str]:
 def judge(sentence: str, facts: dict, catalogue: list[str]) -> list[str]:
     """Problems of one sentence given its facts (empty = grounded and safe)."""
     problems = [f"unsafe {p!r}" for p in UNSAFE if re.search(p, sentence, re.I)]
-    allowed_titles = [norm(t) for t in [facts["title"], *facts.get("related_titles", [])]]
+    cited = [*facts.get("related_titles", []), *facts.get("asked_titles", [])]
+    allowed_titles = [norm(t) for t in [facts["title"], *cited]]
     low = " " + re.sub(r"[^a-z0-9' ]", " ", sentence.lower()) + " "
     rest = low
     for t in sorted(allowed_titles, key=len, reverse=True):
@@ -62,9 +66,15 @@ def judge(sentence: str, facts: dict, catalogue: list[str]) -> list[str]:
         tt = re.sub(r"[^a-z0-9' ]", " ", t)
         if len(t) >= 4 and re.search(r"(?<![a-z0-9'])" + re.escape(tt) + r"(?![a-z0-9'])", rest):
             problems.append(f"names film {t!r}")
-    fact_words = set(tokens(" ".join([facts["title"], *facts.get("related_titles", []), *facts.get("categories", []),
-                                      *facts.get("shared_categories", []), facts.get("source") or ""])))
+    fact_words = set(tokens(" ".join([facts["title"], *cited, *facts.get("categories", []),
+                                      *facts.get("shared_categories", []), facts.get("source") or "",
+                                      "asked something" if facts.get("asked_titles") else ""])))
     numbers = {str(facts.get("year")), str(facts.get("popularity"))}
+    year = int(facts.get("year") or 0)
+    for d in re.findall(r"\b(1[89]\d0|20\d0)'?s\b", rest):  # a decade is grounded by a year inside it
+        if not (int(d) <= year < int(d) + 10):
+            problems.append(f"decade {d}s")
+    rest = re.sub(r"\b(1[89]\d0|20\d0)'?s\b", " ", rest)
     for w in tokens(rest):
         if w.isdigit():
             if w not in numbers:
@@ -73,6 +83,46 @@ def judge(sentence: str, facts: dict, catalogue: list[str]) -> list[str]:
                 and not (w.endswith("ies") and w[:-3] + "y" in fact_words):
             problems.append(f"claim {w!r}")
     return problems
+
+
+_CITED = re.compile(r'^(Recommended because you liked|You asked for something like) (.+), which (?:shares|share) '
+                    r'([^"]+) with ("[^"]*"|this film)\.$')
+_DESCRIBED = re.compile(r'^(.+) is an? (.+) film(?: from (\d{4}))?(?:, watched by (\d+) users?)?\.$')
+
+
+def table_errors(sentence: str, item: int, items, liked: set[int], asked: set[int], popularity=None) -> list[str]:
+    """Every fact a template sentence states, checked against the item table (one owner of this check).
+
+    ``items``: the items table (``title``, ``year``, ``categories`` by item_idx); ``liked``: the user's
+    liked items (history above the negative threshold); ``asked``: the session's reference items;
+    ``popularity``: (N,) interaction counts. A cited film must be liked (or asked for, when the sentence
+    says "asked for"), and every genre stated must be a genre of each cited film and of the item.
+    """
+    # explanations write "&" as "and" and '"' as "'" (recsys.llm.safety.safe_title)
+    titles = [re.sub(r"\s+", " ", str(t).replace("&", " and ").replace('"', "'")).strip() for t in items["title"]]
+    cats = [set(c) if c is not None else set() for c in items["categories"]]
+    name = f'"{titles[item]}"'
+    if m := _CITED.match(sentence):
+        pool = asked if m.group(1).startswith("You asked") else liked
+        genres = [g.strip() for g in m.group(3).split(",")]
+        problems = [] if m.group(4) in (name, "this film") else [f"item named {m.group(4)!r}"]
+        for t in re.findall(r'"([^"]+)"', m.group(2)):
+            idx = [j for j in pool if titles[j] == t]
+            if not idx:
+                problems.append(f"{t!r} is not among the user's {'asked-for' if pool is asked else 'liked'} films")
+            elif not any(set(genres) <= cats[j] for j in idx):
+                problems.append(f"{t!r} lacks one of {genres}")
+        return problems + [f"the item lacks {g!r}" for g in genres if g not in cats[item]]
+    if m := _DESCRIBED.match(sentence):
+        problems = [] if m.group(1) in (name, "This film") else [f"item named {m.group(1)!r}"]
+        if set(g.strip() for g in m.group(2).split(",")) != cats[item]:
+            problems.append(f"genres {m.group(2)!r} are not the item's {sorted(cats[item])}")
+        if m.group(3) and int(m.group(3)) != int(items["year"].iloc[item]):
+            problems.append(f"year {m.group(3)} is not {items['year'].iloc[item]}")
+        if m.group(4) and popularity is not None and int(m.group(4)) != int(popularity[item]):
+            problems.append(f"watched by {m.group(4)}, not {popularity[item]}")
+        return problems
+    return [f"not a template sentence: {sentence!r}"]
 
 
 def main(argv=None) -> int:

@@ -31,13 +31,15 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
-from recsys.llm.conversation_rules import RuleExtractor, translate
+from recsys.llm.conversation_refs import (correct_genre_typos, correct_title_typos, drop_answer, drop_part,
+                                          find_age, find_positions, unknown_words)
+from recsys.llm.conversation_rules import CUES, DECADE_WORDS, NUMWORDS, RuleExtractor, translate
 from recsys.llm.parsing import extract_json_object
 
 MAX_WORDS = 20  # quoted words kept per session and list
@@ -77,13 +79,28 @@ class Turn:
     question: str | None
     source: str  # "rules", "llm", "llm+rules", "state" or "none"
     like_items: list[int] = field(default_factory=list)  # item_idx the user named as examples (never returned)
+    notes: list[str] = field(default_factory=list)  # what was read differently or not used ("read 'comdey' as Comedy")
+    age: int | None = None  # the age the user gave in this session (request field or "I am 30")
+
+
+@dataclass
+class SessionState:
+    """A conversation between turns: the constraints, the reference items, the last list shown
+    (item_idx, in order: what "the second one" means), the part an empty list's question offered to
+    drop (a ``recsys.pipeline.filters`` part key) and the age the user gave."""
+
+    constraints: Constraints
+    like: list[int] = field(default_factory=list)
+    shown: list[int] = field(default_factory=list)
+    pending: str | None = None
+    age: int | None = None
 
 
 class Sessions(Protocol):
-    """Where a conversation's state lives between turns: (constraints, like_items) per session id."""
+    """Where a conversation's state lives between turns: a ``SessionState`` per session id."""
 
-    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None: ...
-    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None: ...
+    def get(self, session_id: str) -> SessionState | None: ...
+    def put(self, session_id: str, state: SessionState) -> None: ...
     def drop(self, session_id: str) -> None: ...
 
 
@@ -92,16 +109,16 @@ class MemorySessions:
 
     def __init__(self, max_sessions: int = 10000) -> None:
         self.max_sessions = int(max_sessions)
-        self._state: OrderedDict[str, tuple[Constraints, list[int]]] = OrderedDict()
+        self._state: OrderedDict[str, SessionState] = OrderedDict()
 
-    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None:
+    def get(self, session_id: str) -> SessionState | None:
         got = self._state.get(session_id)
         if got is not None:
             self._state.move_to_end(session_id)
         return got
 
-    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None:
-        self._state[session_id] = (constraints, list(like))
+    def put(self, session_id: str, state: SessionState) -> None:
+        self._state[session_id] = replace(state, like=list(state.like), shown=list(state.shown))
         self._state.move_to_end(session_id)
         while len(self._state) > self.max_sessions:
             self._state.popitem(last=False)
@@ -158,6 +175,7 @@ class ConversationParser:
         self.accounting = accounting
         self.schema = llm_schema(self.categories)
         self.sessions: Sessions = sessions if sessions is not None else MemorySessions(max_sessions)
+        self._title_words = {w for t in self.titles for w in re.findall(r"[a-z]+", t)}  # real words, not typos
 
     # -- LLM fallback ----------------------------------------------------------
     def prompt(self, message: str) -> list[dict]:
@@ -173,7 +191,7 @@ class ConversationParser:
         prompt = self.prompt(message)
         before = self.backend.stats.snapshot()
         text = self.backend.generate([prompt], max_new_tokens=self.max_new_tokens, json_schema=self.schema)[0]
-        fields = parse_constraints_json(text, self.categories, self.titles)
+        fields = parse_constraints_json(text, self.categories, self.titles, message=message)
         if self.accounting is not None:
             after = self.backend.stats.snapshot()
             self.accounting.record_batch(
@@ -183,46 +201,114 @@ class ConversationParser:
                 samples=[(prompt, text)])
         return fields
 
-    def read(self, message: str) -> tuple[dict, str]:
-        """-> (fields, source). A non-English message goes to the LLM first, and the rules read its
-        glossary translation too: a field the rules found wins, the LLM's fill the rest."""
+    def read(self, message: str, use_llm: bool = True) -> tuple[dict, str, str]:
+        """-> (fields, source, the text nothing read). A non-English message goes to the LLM first, and
+        the rules read its glossary translation too: a field the rules found wins, the LLM's fill the rest.
+        ``use_llm=False``: the rules only (what is left of a message whose references were read already)."""
         if looks_foreign(message):
             llm = self.llm_extract(message)
             rules = self.rules.extract(translate(message))
+            rules.pop("rest", None)  # glossary words are not the user's: no unknown-word notes
             fields = {**llm, **rules}
             source = "+".join(n for n, f in (("llm", llm), ("rules", rules)) if _meaningful(f)) or "none"
-            return fields, source
-        order = [(self.llm_extract, "llm"), (self.rules.extract, "rules")]
-        for extract, name in (order if self.llm_first else order[::-1]):
-            fields = extract(message)
-            if _meaningful(fields):
-                return fields, name
-        return {}, "none"
+            return fields, source, ""
+        rules = self.rules.extract(message)
+        rest = rules.pop("rest", message)
+        if _meaningful(rules) and not self.llm_first or not use_llm:
+            return (rules, "rules", rest) if _meaningful(rules) else ({}, "none", rest)
+        llm = self.llm_extract(message)
+        if _meaningful(llm):
+            return llm, "llm", ""
+        return (rules, "rules", rest) if _meaningful(rules) else ({}, "none", rest)
+
+    def _known_words(self, items: list[int]) -> set[str]:
+        """Words nothing should call unknown: genre words, number and decade words, the named titles' words."""
+        words = {w for k in self.rules.lookup for w in k.split()} | set(NUMWORDS) | set(DECADE_WORDS)
+        names = {i: t for t, i in self.titles.items()}
+        return words | {w for i in items for w in re.findall(r"[a-z][a-z'-]+", names.get(i, ""))}
+
+    def _ask(self, session_id: str, unknown: list[str], notes: list[str]) -> Turn:
+        said = ("I did not recognise " + ", ".join(f"'{w}'" for w in unknown) + " as a genre, decade or title. "
+                if unknown else "I did not catch what you are looking for. ")
+        return Turn(session_id, None, said + f"Which genre ({', '.join(sorted(self.categories))}) or decade would "
+                    "you like, or a movie you enjoyed?", "none", notes=notes)
 
     # -- one turn --------------------------------------------------------------
-    def turn(self, session_id: str, message: str) -> Turn:
+    def turn(self, session_id: str, message: str, age: int | None = None) -> Turn:
+        """One message -> a Turn; ``age`` is the request's age field (a stated "I am 30" also counts)."""
         if message is None or not str(message).strip():
             return Turn(session_id, None, "What would you like to watch? A genre, a decade or a mood helps.", "none")
         if _RESET.search(message):
             self.sessions.drop(session_id)
             message = _RESET.sub(" ", message)
-        fields, source = self.read(message)
-        prev = self.sessions.get(session_id)
-        if not _meaningful(fields):
-            if prev is not None and (not prev[0].is_empty() or prev[1]):
-                return Turn(session_id, prev[0], None, "state", list(prev[1]))
-            return Turn(session_id, None, "I did not catch what you are looking for: which genre ("
-                        f"{', '.join(self.categories)}) or decade would you like, or a movie you enjoyed?", "none")
-        like = list(fields.pop("like_titles", []))
+        prev = self.sessions.get(session_id) or SessionState(Constraints())
+        said_age, message = find_age(message)
+        age = age if age is not None else said_age if said_age is not None else prev.age
+        notes = [f"read your age as {said_age}"] if said_age is not None else []
+        dropped = drop_answer(message)
+        verb = re.search(r"\b(?:drop|remove|lose|forget|ignore|skip)\b", message, re.I)
+        if dropped is not None and not prev.constraints.is_empty() and (dropped != "pending" or prev.pending or verb):
+            what = prev.pending if dropped == "pending" else dropped
+            if what is None:
+                return Turn(session_id, None, "Which part should I drop: the years, the genres or the words?", "state")
+            c, said = drop_part(prev.constraints, what)
+            state = replace(prev, constraints=c, pending=None, age=age)
+            self.sessions.put(session_id, state)
+            return Turn(session_id, c, None, "state", list(prev.like), [said], age)
+        refs, message = find_positions(message)
+        picked: dict[bool, list[int]] = {True: [], False: []}
+        for pos, negative in refs:
+            if not prev.shown:
+                return Turn(session_id, None, "Which film do you mean? This conversation has not shown a list yet: "
+                            "name the title instead.", "none", age=age)
+            if not (pos == -1 or 1 <= pos <= len(prev.shown)):
+                return Turn(session_id, None, f"The last list had {len(prev.shown)} films: which one do you mean?",
+                            "state", age=age)
+            picked[negative].append(prev.shown[-1 if pos == -1 else pos - 1])
+        foreign = looks_foreign(message)
+        if not foreign:
+            message, typo = correct_genre_typos(message, self.rules.lookup, self._title_words)
+            message, typo_t = correct_title_typos(message, self.titles, lambda i: self._title(i), CUES)
+            notes += typo + typo_t
+        # "more like the second one": the reference is read; the LLM is not asked about the rest of it
+        fields, source, rest = self.read(message, use_llm=not refs)
+        like = list(dict.fromkeys([*fields.pop("like_titles", []), *picked[False]]))
+        excluded = list(dict.fromkeys([*fields.pop("exclude_items", []), *picked[True]]))
+        if excluded:
+            fields["exclude_items"] = excluded
+        unknown = unknown_words(re.sub(r"[\"“][^\"“”]*[\"”]", " ", rest), self._known_words(like + excluded))
+        if refs and source == "none":
+            source = "state"
+        if not _meaningful(fields) and not refs and not like:
+            if not prev.constraints.is_empty() or prev.like or said_age is not None:
+                if unknown:
+                    notes.append("I did not use " + ", ".join(f"'{w}'" for w in unknown) + ": not a genre, decade "
+                                 "or title I know")
+                self.sessions.put(session_id, replace(prev, age=age))
+                return Turn(session_id, prev.constraints, None, "state", list(prev.like), notes, age)
+            return self._ask(session_id, unknown, notes)
+        if unknown:
+            notes.append("I did not use " + ", ".join(f"'{w}'" for w in unknown) + ": not a genre, decade or title I know")
         mode = fields.pop("mode", "replace")
         try:
             new = Constraints(**fields)  # contradictions inside one message raise here
         except ValidationError as e:
-            return Turn(session_id, None, _question_for(e), source)
-        merged = merge(prev[0] if prev else None, new, mode)
-        like = like or (list(prev[1]) if prev else [])
-        self.sessions.put(session_id, merged, like)
-        return Turn(session_id, merged, None, source, like)
+            return Turn(session_id, None, _question_for(e), source, notes=notes)
+        merged = merge(prev.constraints, new, mode)
+        like = [i for i in (like or prev.like) if i not in set(merged.exclude_items)]
+        self.sessions.put(session_id, replace(prev, constraints=merged, like=like, pending=None, age=age))
+        return Turn(session_id, merged, None, source, like, notes, age)
+
+    def shown(self, session_id: str, items: list[int], pending: str | None = None) -> None:
+        """Record the list a turn showed (what "the second one" refers to next) and the part its question
+        offered to drop (``recsys.pipeline.filters`` part key; None when it asked nothing)."""
+        prev = self.sessions.get(session_id)
+        if prev is not None:
+            self.sessions.put(session_id, replace(prev, shown=[int(i) for i in items][:100], pending=pending))
+
+    def _title(self, item: int) -> str:
+        names = {i: t for t, i in self.titles.items()}
+        return names.get(item, str(item)).title()
 
 
 def title_index(titles: list[str] | None, popularity=None) -> dict[str, int]:
@@ -272,7 +358,8 @@ def merge(prev: Constraints | None, new: Constraints, mode: str = "replace") -> 
     )
 
 
-def parse_constraints_json(text: str, categories: list[str], titles: dict[str, int] | None = None) -> dict:
+def parse_constraints_json(text: str, categories: list[str], titles: dict[str, int] | None = None,
+                           message: str | None = None) -> dict:
     """Strictly read the LLM's JSON: the schema's keys only, genres from the vocabulary, years in range.
 
     Any unknown key, unknown genre or wrongly typed value rejects the whole answer ({}), as a
@@ -302,7 +389,9 @@ def parse_constraints_json(text: str, categories: list[str], titles: dict[str, i
         return {}
     from recsys.llm.explain import core_title
 
-    like = [titles[core_title(t)] for t in names if titles and core_title(t) in titles]
+    said = " ".join(re.findall(r"\w+", (message or "").lower()))
+    like = [titles[core_title(t)] for t in names if titles and core_title(t) in titles
+            and (message is None or " ".join(re.findall(r"\w+", core_title(t))) in said)]
     if like:
         out["like_titles"] = list(dict.fromkeys(like))
     if len(out.get("include_categories", [])) > 1:  # several genres named at once are a compound genre

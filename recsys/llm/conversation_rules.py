@@ -5,7 +5,9 @@ What the rules understand (``tests/conversation/cases.yaml`` holds the cases):
 - genres from the catalogue's vocabulary, plurals and mood words ("funny",
   "scary", "for kids"); several genres are AND ("a romantic comedy", "sci-fi
   for kids" -> ``require_categories``) unless joined by "or" ("a comedy or a
-  drama" -> ``include_categories``); negation scopes over "or"/comma lists
+  drama" -> ``include_categories``) or by "and" between kinds of film ("I love
+  westerns and war movies": either); two mood adjectives joined by "and" stay
+  both ("funny and romantic"); negation scopes over "or"/comma lists
   ("anything but horror or war", "no musicals, westerns");
 - years with their exact bounds: "before 1995" -> max 1994, "until 1995" ->
   max 1995, "after 1995" -> min 1996, "since 1995" / "1995 or later" -> min
@@ -38,6 +40,8 @@ MOODS = {
     "dramas": ["Drama"], "noir": ["Film-Noir"], "film noir": ["Film-Noir"], "fantasy": ["Fantasy"],
     "rom-com": ["Romance", "Comedy"], "romcom": ["Romance", "Comedy"], "rom-coms": ["Romance", "Comedy"],
 }
+# mood adjectives: "funny and romantic" asks for both at once (nouns joined by "and" ask for either)
+ADJECTIVES = {"light", "funny", "fun", "hilarious", "scary", "romantic", "thrilling", "animated", "suspense"}
 NUMWORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
             "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "a couple of": 2, "a few": 3}
 DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
@@ -46,6 +50,7 @@ NEG = (r"(?:no|not|without|avoid|except|excluding|nothing|never|hate|don't want|
        r"anything but|anything except|other than|rather than|no more|not a|not an|none of|but not|sick of|tired of)")
 REPLACE = re.compile(r"\b(instead|actually|rather|change (?:it )?to|switch to|make it|how about|what about)\b", re.I)
 ADD = re.compile(r"\b(also|too|as well|plus|add|and some|with some|that is also|that's also)\b", re.I)
+SEEN = r"(?:(?:i )?(?:have |'ve )?(?:already )?(?:seen|watched))"
 CUES = r"(?:more like|something like|movies like|films like|like|similar to|loved|liked|enjoyed|love|in the vein of|such as|as good as)"
 NOUNS = (r"(?:movies|movie|films|film|titles|picks|options|recommendations|suggestions|comedies|dramas|thrillers|"
          r"westerns|musicals|documentaries|cartoons|romances|mysteries|horrors|adventures|ones)")
@@ -118,43 +123,50 @@ class RuleExtractor:
             self._title_re = re.compile(r"\s*(?:the |a |an )?(" + alts + r")(?![\w'-])", re.I)
 
     # -- pieces ----------------------------------------------------------------------
-    def _titles(self, text: str) -> tuple[list[int], str]:
-        """Catalogue titles right after a reference cue -> item_idx list; the titles are blanked out."""
+    def _titles(self, text: str) -> tuple[list[int], list[int], str]:
+        """Catalogue titles right after a reference cue -> item_idx list, after a negation or "seen" ->
+        excluded item_idx ("not Toy Story", "I have seen Liar Liar"); the titles are blanked out."""
         found: list[int] = []
+        excluded: list[int] = []
         if self._title_re is None:
-            return found, text
-        for cue in list(re.finditer(r"\b" + CUES + r"\b", text)):
+            return found, excluded, text
+        cues = [(m, False) for m in re.finditer(r"\b" + CUES + r"\b", text)]
+        cues += [(m, True) for m in re.finditer(r"\b(?:" + NEG + r"|" + SEEN + r")\b(?:\s+(?:the movie|the film))?", text)]
+        for cue, negative in sorted(cues, key=lambda c: c[0].start()):
             m = self._title_re.match(text, cue.end())
             if m:
-                found.append(self.titles[m.group(1).lower()])
+                (excluded if negative else found).append(self.titles[m.group(1).lower()])
                 text = text[: m.start(1)] + " " * (m.end(1) - m.start(1)) + text[m.end(1):]
-        return list(dict.fromkeys(found)), text
+        return list(dict.fromkeys(found)), list(dict.fromkeys(excluded)), text
 
     def _genres(self, text: str, out: dict) -> str:
         mentions = []  # (start, end, genres)
         for word in sorted(self.lookup, key=len, reverse=True):  # longest first: "science fiction" before "fiction"
             for m in re.finditer(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", text):
-                mentions.append((m.start(), m.end(), self.lookup[word]))
+                mentions.append((m.start(), m.end(), self.lookup[word], word))
                 text = text[: m.start()] + "#" * (m.end() - m.start()) + text[m.end():]  # consume
         mentions.sort()
         negated, groups = [], []  # included mentions chained by "or" form one OR group
-        prev_end, prev_neg, prev_inc = 0, False, None
-        for start, end, cats in mentions:
+        prev_end, prev_neg, prev_inc, prev_word = 0, False, None, ""
+        for start, end, cats, word in mentions:
             between = text[prev_end:start]
             clause = re.split(r"(?<!anything )(?<!all )\bbut\b(?!\s+not)|\band\b(?!\s+no)|\bwith\b|[;.!?]", text[max(0, start - 40):start])[-1]
             neg = re.search(r"\b" + NEG + r"\b[\w\s'#,-]*$", clause) is not None
             chained = prev_end > 0 and re.fullmatch(r"[\s,]*(?:or|nor|,)?[\s]*(?:an?\s+)?", between) is not None
             if chained and prev_neg and not re.search(r"\b(but|and)\b", between):
                 neg = True  # "no horror or war", "anything but musicals, westerns"
+            # "westerns and war movies": either (a list of kinds); "funny and romantic": both (two adjectives)
+            anded = prev_end > 0 and re.fullmatch(r"[\s,]*(?:and|&)\s*(?:an?\s+)?", between) is not None \
+                and not (prev_word in ADJECTIVES and word in ADJECTIVES)
             if neg:
                 negated += cats
-            elif chained and prev_inc is not None and re.search(r"\bor\b", between):
+            elif (chained and re.search(r"\bor\b", between) or anded) and prev_inc is not None and not prev_neg:
                 groups[prev_inc].extend(cats)
                 groups[prev_inc].append("|")  # marks an OR group
             else:
                 groups.append(list(cats))
                 prev_inc = len(groups) - 1
-            prev_end, prev_neg = end, neg
+            prev_end, prev_neg, prev_word = end, neg, word
         include, require = [], []
         for g in groups:
             cats = [c for c in g if c != "|"]
@@ -229,13 +241,14 @@ class RuleExtractor:
 
     # -- the whole message -----------------------------------------------------------
     def extract(self, message: str) -> dict:
-        """-> Constraints fields plus ``like_titles`` (item_idx) and ``mode`` ("replace"/"add"), empty ones dropped."""
+        """-> Constraints fields plus ``like_titles`` (item_idx), ``exclude_items`` (titles after a negation)
+        and ``mode`` ("replace"/"add"), empty ones dropped, and ``rest``: the text no rule read."""
         out: dict = {"must_have_words": [], "exclude_words": []}
         for m in re.finditer(r"(" + NEG + r"\s+(?:\w+\s+)?)?[\"“]([^\"“”]{2,40})[\"”]", message, re.I):
             out["exclude_words" if m.group(1) else "must_have_words"].append(m.group(2).strip().lower())
         message = re.sub(r"[\"“][^\"“”]{2,40}[\"”]", " ", message)
         text = " " + message.lower().replace("’", "'").replace("‘", "'") + " "
-        out["like_titles"], text = self._titles(text)
+        out["like_titles"], out["exclude_items"], text = self._titles(text)
         text = self._genres(text, out)
         self._years(text, out)
         self._count(text, out)
@@ -243,4 +256,6 @@ class RuleExtractor:
             out["mode"] = "replace"
         elif ADD.search(text):
             out["mode"] = "add"
-        return {k: v for k, v in out.items() if v not in ([], None)}
+        out = {k: v for k, v in out.items() if v not in ([], None)}
+        out["rest"] = re.sub(r"\b(?:" + NEG + r"|" + CUES + r"|" + SEEN + r")\b", " ", text)  # what nothing read
+        return out

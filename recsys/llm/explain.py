@@ -52,6 +52,7 @@ from recsys.llm.prompts import check_items_table, escape_text
 from recsys.llm.safety import GENERIC, safe_title, unsafe_reasons
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)s?\b")
+_DECADE = re.compile(r"\b(1[89]\d0|20\d0)'?s\b")
 _NUM = re.compile(r"\b\d[\d,]*\b")
 _QUOTED = re.compile(r'["“”]([^"“”]{2,120})["“”]')
 _ARTICLE = re.compile(r",\s*(the|a|an|les|la|le|il|das|der|die|el)\s*$", re.I)
@@ -91,9 +92,10 @@ class Facts:
     categories: list[str]
     related_titles: list[str] = field(default_factory=list)
     related_years: list[int] = field(default_factory=list)
-    shared_categories: list[str] = field(default_factory=list)
+    shared_categories: list[str] = field(default_factory=list)  # genres EVERY cited film shares with the item
     popularity: int | None = None
     source: str | None = None  # how it was found, in words (``SOURCE_PHRASES``)
+    asked_titles: list[str] = field(default_factory=list)  # the session's "something like X" (not "liked")
 
     def prompt(self) -> list[dict]:
         lines = [f'Recommended movie: "{escape_text(self.title)}"']
@@ -101,6 +103,8 @@ class Facts:
             lines.append(f"Year: {self.year}")
         if self.categories:
             lines.append("Genres: " + ", ".join(escape_text(c, 30) for c in self.categories))
+        if self.asked_titles:
+            lines.append("The user asked for something like: " + ", ".join(f'"{escape_text(t)}"' for t in self.asked_titles))
         if self.related_titles:
             lines.append("The user liked: " + ", ".join(f'"{escape_text(t)}"' for t in self.related_titles))
         if self.shared_categories:
@@ -115,17 +119,20 @@ class Facts:
     def template(self) -> str:
         """A sentence from the facts alone (always grounded); a withheld title (empty) is "this film"."""
         name = f'"{self.title}"' if self.title else "this film"
-        if self.related_titles and self.shared_categories:
-            seen = " and ".join(f'"{t}"' for t in self.related_titles[:2])
-            verb = "shares" if len(self.related_titles[:2]) == 1 else "share"
-            return f"Recommended because you liked {seen}, which {verb} {', '.join(self.shared_categories)} with {name}."
-        parts = [name if self.title else "This film", "is"]
-        if self.popularity is not None:
-            parts.append(f"watched by {self.popularity} users,")
+        cited = self.asked_titles or self.related_titles
+        if cited and self.shared_categories:
+            seen = " and ".join(f'"{t}"' for t in cited[:2])
+            verb = "shares" if len(cited[:2]) == 1 else "share"
+            why = "You asked for something like" if self.asked_titles else "Recommended because you liked"
+            return f"{why} {seen}, which {verb} {', '.join(self.shared_categories)} with {name}."
         desc = ", ".join(self.categories)
-        parts.append(f"{'an' if desc[:1].upper() in 'AEIOU' else 'a'} {desc} film" if desc else "a film")
+        parts = [name if self.title else "This film", "is",
+                 f"{'an' if desc[:1].upper() in 'AEIOU' else 'a'} {desc} film" if desc else "a film"]
         if self.year > 0:
             parts.append(f"from {self.year}")
+        if self.popularity is not None:
+            parts[-1] += ","
+            parts.append(f"watched by {self.popularity} {'user' if self.popularity == 1 else 'users'}")
         return " ".join(parts) + "."
 
 
@@ -150,7 +157,8 @@ class Verifier:
         if len(s.split()) > self.max_words:
             return ["too long"]
         low = s.lower()
-        allowed_titles = [core_title(t) for t in [facts.title, *facts.related_titles]]
+        cited = [*facts.related_titles, *facts.asked_titles]
+        allowed_titles = [core_title(t) for t in [facts.title, *cited]]
         reasons = []
         for q in _QUOTED.findall(s):
             cq = core_title(q)
@@ -161,10 +169,14 @@ class Verifier:
                 if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", low):
                     reasons.append(f"title not in facts {t!r}")
         rest = low
-        for a in sorted({t.lower() for t in [facts.title, *facts.related_titles]} | set(allowed_titles), key=len, reverse=True):
+        for a in sorted({t.lower() for t in [facts.title, *cited]} | set(allowed_titles), key=len, reverse=True):
             if a:  # a title may contain a genre word or a number ("Apollo 13", "Film (1981)")
                 rest = rest.replace(a, " ")
         years = {facts.year} - {-1, 0}  # the liked items' years are not in the prompt, so not facts
+        for d in _DECADE.findall(rest):  # "a 1980s thriller" is grounded by a year of that decade
+            if not any(int(d) <= y < int(d) + 10 for y in years):
+                reasons.append(f"decade {d}s not in facts")
+        rest = _DECADE.sub(" ", rest)
         for y in _YEAR.findall(rest):
             if int(y) not in years:
                 reasons.append(f"year {y} not in facts")
@@ -183,7 +195,7 @@ class Verifier:
         grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
         if len(grams) != len(set(grams)):
             reasons.append("repetitive")
-        reasons += self._unknown_names(s, [facts.title, *facts.related_titles])
+        reasons += self._unknown_names(s, [facts.title, *cited])
         allowed_cats = {c.lower() for c in [*facts.categories, *facts.shared_categories]}
         for c in self.categories:
             cl = c.lower()
@@ -196,9 +208,10 @@ class Verifier:
     def claims(sentence: str, facts: Facts) -> list[str]:
         """Words that are neither a word of the facts nor a connective: each one is a claim the facts do not make."""
         allowed = set(CONNECTIVES)
-        fact_text = " ".join([facts.title, *facts.related_titles, *facts.categories, *facts.shared_categories,
+        fact_text = " ".join([facts.title, *facts.related_titles, *facts.asked_titles, *facts.categories, *facts.shared_categories,
                               str(facts.year), "" if facts.popularity is None else str(facts.popularity),
-                              facts.source or ""]).lower()
+                              facts.source or "", "asked for something like" if facts.asked_titles else "",
+                              f"{facts.year // 10 * 10}s" if facts.year > 0 else ""]).lower()
         for w in re.findall(r"[a-z0-9']+", fact_text):
             w = w.removesuffix("'s")
             allowed |= {w, w + "s", w + "es", (w[:-1] + "ies") if w.endswith("y") else w}
@@ -218,8 +231,11 @@ class Verifier:
                     t = re.sub(re.escape(form), " ", t, flags=re.I)
         for c in self.categories:
             t = re.sub(r"(?<!\w)" + re.escape(c) + r"(?!\w)", " ", t, flags=re.I)
+        # a word of a fact title is that title's name ("Indiana Jones" of "Indiana Jones and the Last Crusade")
+        own = {w.lower() for title in titles for w in re.findall(r"[A-Za-z][\w'-]*", title)}
         words = re.findall(r"[A-Za-z][\w'-]*", t)
-        return [f"name not in facts {w!r}" for w in words[1:] if w[0].isupper() and w.lower() not in _COMMON]
+        return [f"name not in facts {w!r}" for w in words[1:]
+                if w[0].isupper() and w.lower() not in _COMMON and w.lower() not in own]
 
 
 _COMMON = {"the", "a", "an", "this", "it", "its", "you", "your", "if", "since", "because", "and", "as", "recommended",
@@ -265,18 +281,21 @@ class Explainer:
         cats = self._cats[item]
         first = str(source).split("+")[0] if source else None
         f = Facts(self._titles[item], self._years[item], list(cats), source=SOURCE_PHRASES.get(first))
+        asked = set(np.asarray(ctx.session, np.int64).tolist())
         hist = positive_history(ctx)[::-1]
         shared: list[str] = []
-        for h in hist.tolist():  # most recent first
-            if len(f.related_titles) >= self.max_related:
-                break
-            if h == item or not self._titles[h]:  # a withheld title is never cited
-                continue
-            common = [c for c in cats if c in self._cat_sets[h]]
-            if common:
-                f.related_titles.append(self._titles[h])
-                f.related_years.append(self._years[h])
-                shared += [c for c in common if c not in shared]
+        for from_session in (True, False):  # the session's references first: they are this request
+            for h in hist.tolist():  # most recent first
+                if len(f.related_titles) + len(f.asked_titles) >= self.max_related or (not from_session and f.asked_titles):
+                    break
+                if h == item or not self._titles[h] or (h in asked) != from_session:  # a withheld title is never cited
+                    continue
+                common = [c for c in cats if c in self._cat_sets[h] and (not shared or c in shared)]
+                if common:  # every genre stated is shared by EACH cited film and the item
+                    (f.asked_titles if from_session else f.related_titles).append(self._titles[h])
+                    if not from_session:
+                        f.related_years.append(self._years[h])
+                    shared = common
         f.shared_categories = shared
         if self.popularity is not None:
             f.popularity = int(self.popularity[int(item)])

@@ -132,7 +132,8 @@ class ContextBuilder:
             cols = [c for c in users.columns if c not in self.DEMOGRAPHICS_SKIP]
             for row in users.itertuples(index=False):
                 d = row._asdict()
-                self._demo[int(d["user_idx"])] = {c: _plain(d[c]) for c in cols}
+                # an unknown value (a refreshed dataset's new user) is absent, not NaN: "age unknown"
+                self._demo[int(d["user_idx"])] = {c: v for c in cols if (v := _plain(d[c])) is not None and v != "unknown"}
                 self._by_id[str(d["user_id"])] = int(d["user_idx"])
                 self._id_of[int(d["user_idx"])] = str(d["user_id"])
 
@@ -180,5 +181,6 @@ class ContextBuilder:
 
 
 def _plain(v):
-    """numpy scalars -> Python (demographics go into JSON responses and prompts)."""
-    return v.item() if hasattr(v, "item") else v
+    """numpy scalars -> Python (demographics go into JSON responses and prompts); NaN / NA -> None."""
+    v = v.item() if hasattr(v, "item") else v
+    return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v

@@ -73,15 +73,58 @@ class AgeFilter:
         if age >= self.adult_age:
             return _apply(self.name, cands, np.ones(len(cands), dtype=bool))
         keep = self.catalog.age_rating[cands.items] <= age
-        asked = [*ctx.constraints.include_categories, *ctx.constraints.require_categories, *ctx.onboarding_categories]
-        if asked and not keep.all() and not self.age_known(ctx):
-            ids = [i for i in (self.catalog.category_id(n) for n in asked) if i is not None]
-            hidden = self.catalog.has_any_category(cands.items[~keep], ids)
-            if hidden.any():
-                cands.trace.setdefault("warnings", []).append(
-                    f"{int(hidden.sum())} items of the genres you asked for are rated above age {age} and are hidden "
-                    f"because your age is unknown; give your age to see them")
+        if not keep.all():
+            note = age_note(self.catalog, ctx, self)
+            if note:
+                cands.trace.setdefault("warnings", []).append(note)
         return _apply(self.name, cands, keep)
+
+    def constraint_rule(self) -> "ConstraintFilter":
+        if getattr(self, "_rule", None) is None:
+            self._rule = ConstraintFilter(self.catalog)  # its (N, C) genre matrix is built once
+        return self._rule
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def year_words(lo: int | None, hi: int | None) -> str:
+    """A year bound in words: "the year 2005", "1995 and later", "up to 1990", "the years 1970-1980"."""
+    if lo is not None and lo == hi:
+        return f"the year {lo}"
+    if hi is None:
+        return f"{lo} and later"
+    if lo is None:
+        return f"up to {hi}"
+    return f"the years {lo}-{hi}"
+
+
+def age_hidden(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter) -> tuple[int, int]:
+    """(films the age rule hides, films matching the request): over the whole available catalogue,
+    every constraint applied (exclusions included) and the user's negative items left out; the genres
+    asked for are the constraints' or, without any, the onboarding ones. The one count of the age note."""
+    c = ctx.constraints
+    if not (c.include_categories or c.require_categories):
+        c = c.model_copy(update={"include_categories": list(ctx.onboarding_categories)})
+    items = np.flatnonzero(catalog.available.astype(bool))
+    items = items[~np.isin(items, np.asarray(ctx.negative_items, np.int64))]
+    match = items[age.constraint_rule().mask(c, items)]
+    return int((catalog.age_rating[match] > age.user_age(ctx)).sum()), int(len(match))
+
+
+def age_note(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter) -> str | None:
+    """The sentence (a warning of /recommend, a note of /conversation) when the age rule, which the user did
+    not ask for, hides films of the genres they asked for because their age is unknown; None otherwise."""
+    asked = [*ctx.constraints.include_categories, *ctx.constraints.require_categories, *ctx.onboarding_categories]
+    if not asked or age.age_known(ctx) or age.user_age(ctx) >= age.adult_age:
+        return None
+    hidden, n = age_hidden(catalog, ctx, age)
+    if not hidden:
+        return None
+    return (f"{hidden} of the {plural(n, 'film')} matching your request are rated above age {age.user_age(ctx)} and "
+            "hidden because your age is unknown; send your age (the request's age field, or say 'I am 30' in the "
+            "conversation) to see them")
 
 
 class ConsumedFilter:
@@ -145,33 +188,33 @@ class ConstraintFilter:
         ids = [self.catalog.category_id(n) for n in names]
         return [i for i in ids if i is not None], [n for n, i in zip(names, ids) if i is None]
 
-    def parts(self, c: Constraints, items: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(description, (K,) bool) per constraint, in a fixed order: what each one alone keeps."""
+    def parts(self, c: Constraints, items: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+        """(key, description, (K,) bool) per constraint, in a fixed order: what each one alone keeps. The key
+        names the part ("years", "require_categories:War", ...: ``recsys.llm.conversation.drop_part``)."""
         cat, out = self.catalog, []
         if c.exclude_items:
-            out.append(("excluded items", ~np.isin(items, np.asarray(c.exclude_items, dtype=np.int64))))
+            out.append(("exclude_items", "the excluded films", ~np.isin(items, np.asarray(c.exclude_items, dtype=np.int64))))
         onehot = self.onehot()[items]  # (K, C)
         if c.include_categories:
             ids, unknown = self._ids(c.include_categories)
-            out.append((" or ".join(c.include_categories), onehot[:, ids].any(1) if ids else np.zeros(len(items), bool)))
+            out.append(("include_categories", " or ".join(c.include_categories), onehot[:, ids].any(1) if ids else np.zeros(len(items), bool)))
         for name in c.require_categories:
             ids, _ = self._ids([name])
-            out.append((name, onehot[:, ids[0]] if ids else np.zeros(len(items), bool)))
+            out.append((f"require_categories:{name}", name, onehot[:, ids[0]] if ids else np.zeros(len(items), bool)))
         if c.exclude_categories:
             ids, _ = self._ids(c.exclude_categories)
-            out.append(("not " + " or ".join(c.exclude_categories), ~onehot[:, ids].any(1) if ids else np.ones(len(items), bool)))
+            out.append(("exclude_categories", "not " + " or ".join(c.exclude_categories), ~onehot[:, ids].any(1) if ids else np.ones(len(items), bool)))
         year = cat.year[items]
         if c.year_min is not None or c.year_max is not None:
             lo = c.year_min if c.year_min is not None else 0
             hi = c.year_max if c.year_max is not None else 10 ** 6
-            desc = f"years {c.year_min or '...'}-{c.year_max or '...'}"
-            out.append((desc, (year >= max(lo, 0)) & (year <= hi)))
+            out.append(("years", year_words(c.year_min, c.year_max), (year >= max(lo, 0)) & (year <= hi)))
         if c.must_have_words or c.exclude_words:
             texts = self.texts()[items]
             for w in c.must_have_words:
-                out.append((f'the word "{w}"', np.char.find(texts, w.lower()) >= 0))
+                out.append((f"must_have_words:{w}", f'the word "{w}"', np.char.find(texts, w.lower()) >= 0))
             for w in c.exclude_words:
-                out.append((f'no "{w}"', np.char.find(texts, w.lower()) < 0))
+                out.append((f"exclude_words:{w}", f'no "{w}"', np.char.find(texts, w.lower()) < 0))
         return out
 
     def texts(self) -> np.ndarray:
@@ -184,7 +227,7 @@ class ConstraintFilter:
         c = ctx.constraints if isinstance(ctx, UserContext) else ctx
         items = np.asarray(items, np.int64)
         keep = np.ones(len(items), dtype=bool)
-        for _, m in self.parts(c, items):
+        for _, _, m in self.parts(c, items):
             keep &= m
         return keep
 
@@ -223,8 +266,8 @@ def check_categories(catalog: ItemCatalog, constraints: Constraints | None = Non
         raise UnknownCategoryError(where, catalog.categories)
 
 
-def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = None) -> str | None:
-    """The constraint that leaves no item of the whole catalogue, as words; None when some remain.
+def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = None) -> tuple[str, str] | None:
+    """(part key, words) of the constraint that leaves no item of the whole catalogue; None when some remain.
 
     Constraints are applied one by one in ``ConstraintFilter.parts`` order, then the
     rules the user did not ask for (availability, the age rule, already seen); the
@@ -233,51 +276,54 @@ def why_empty(catalog: ItemCatalog, ctx: UserContext, age: AgeFilter | None = No
     items = np.arange(len(catalog))
     keep = np.ones(len(items), dtype=bool)
     parts = ConstraintFilter(catalog).parts(ctx.constraints, items)
-    parts.append(("available", catalog.available.astype(bool)))
+    parts.append(("available", "available", catalog.available.astype(bool)))
     if age is not None and age.user_age(ctx) < age.adult_age:
-        parts.append((f"the age rule (unknown age counts as {age.user_age(ctx)})" if not age.age_known(ctx)
+        parts.append(("age", f"the age rule (unknown age counts as {age.user_age(ctx)})" if not age.age_known(ctx)
                       else f"the age rule (age {age.user_age(ctx)})", catalog.age_rating <= age.user_age(ctx)))
     seen = np.concatenate([ctx.history, ctx.session, ctx.negative_items]).astype(np.int64)
-    parts.append(("not already seen", ~np.isin(items, seen)))
-    for i, (desc, m) in enumerate(parts):
+    parts.append(("seen", "not already seen", ~np.isin(items, seen)))
+    for i, (key, desc, m) in enumerate(parts):
         if keep.any() and not (keep & m).any():
-            before = " and ".join(d for d, _ in parts[:i]) or "the catalogue"
-            return f"{desc} (none of the {int(keep.sum())} items matching {before})"
+            before = " and ".join(d for _, d, _ in parts[:i])
+            where = f"the {plural(int(keep.sum()), 'film')} matching {before}" if before else \
+                f"the catalogue's {plural(int(keep.sum()), 'film')}"
+            return key, f"{desc} (none of {where})"
         keep &= m
     return None
 
 
 def shortfall(catalog: ItemCatalog, stages, ctx: UserContext, n_returned: int,
-              k: int | None = None) -> tuple[str | None, list[str]]:
-    """What a conversation reply says about a list: (a question when it is empty, notes).
+              k: int | None = None) -> tuple[str | None, list[str], str | None]:
+    """What a conversation reply says about a list: (a question when it is empty, notes, the part key the
+    question offers to drop, for the answer "drop it").
 
     ``stages`` are the pipeline's stages (the ``AgeFilter`` among them is the rule the user did not
     ask for). Empty list: the question names the constraint that emptied it (``why_empty``). The
-    notes say how many requested items the age rule hides for a user of unknown age, and, when a
-    constrained list is shorter than the ``k`` asked for, how many catalogue items match at all.
+    notes say how many requested items the age rule hides for a user of unknown age (``age_note``, the
+    same sentence as the /recommend warning), and, when a constrained list is shorter than the ``k``
+    asked for, how many catalogue items match at all.
     """
     age = next((s for s in stages if isinstance(s, AgeFilter)), None)
     notes = []
     if k is not None and 0 < n_returned < k and not ctx.constraints.is_empty():
         items = np.flatnonzero(catalog.available.astype(bool))
         n_match = int(ConstraintFilter(catalog).mask(ctx.constraints, items).sum())
-        notes.append(f"{n_returned} of the {k} asked for: {n_match} items of the catalogue match the request")
-    if age is not None and not age.age_known(ctx) and age.user_age(ctx) < age.adult_age:
-        rule = ConstraintFilter(catalog)
-        items = np.flatnonzero(catalog.available.astype(bool))
-        wanted = [*ctx.constraints.include_categories, *ctx.constraints.require_categories, *ctx.onboarding_categories]
-        if wanted:
-            match = items[rule.mask(ctx.constraints, items)]
-            hidden = int((catalog.age_rating[match] > age.user_age(ctx)).sum())
-            if hidden:
-                notes.append(f"{hidden} of the {len(match)} matching items are rated above age {age.user_age(ctx)} "
-                             "and hidden because your age is unknown")
+        notes.append(f"{n_returned} of the {k} asked for: {plural(n_match, 'film')} of the catalogue match the request")
+    note = age_note(catalog, ctx, age) if age is not None else None
+    if note:
+        notes.append(note)
     if n_returned > 0:
-        return None, notes
-    reason = why_empty(catalog, ctx, age)
-    if reason is None:
-        return "Nothing came back for that request: could you loosen it a little?", notes
-    return f"Nothing matches {reason}. Should I drop or change that part of the request?", notes
+        return None, notes, None
+    found = why_empty(catalog, ctx, age)
+    if found is None:
+        return "Nothing came back for that request: could you loosen it a little?", notes, None
+    key, reason = found
+    if key == "age":
+        return (f"Nothing matches {reason}. Tell me your age ('I am 30') to see films rated above it, or change "
+                "the request.", notes, None)
+    if key in ("available", "seen"):
+        return f"Nothing matches {reason}. Could you change the request?", notes, None
+    return f"Nothing matches {reason}. Should I drop that part of the request (say 'drop it') or change it?", notes, key
 
 
 def violations(catalog: ItemCatalog, ctx: UserContext, items: np.ndarray, adult_age: int = 18,

@@ -118,8 +118,6 @@ def create_app(state: ServeState) -> FastAPI:
                 raise HTTPException(422, f"constraints.exclude_items: item_idx must be < {len(rec.catalog)}")
         warnings = []
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
-        if req.user_id is not None and user_idx is None:
-            warnings.append("unknown user_id: cold-start recommendations")
         session, unknown = [], []
         for pos, iid in enumerate(req.session_items):
             j = rec.item_idx(iid)
@@ -130,12 +128,17 @@ def create_app(state: ServeState) -> FastAPI:
         shared.fresh()  # no lock: request-local work runs beside other requests (recsys.serve.shared)
         cands, ctx = rec.recommend(user_idx, k=req.k, session=session, constraints=constraints,
                                    query=req.query, onboarding_categories=req.onboarding_categories,
-                                   user_id=req.user_id)
+                                   user_id=req.user_id, demographics=None if req.age is None else {"age": req.age})
+        # an unknown user with live feedback (a new user who rated or clicked) is served from it: not cold start
+        cold = ctx.user_idx is None and len(ctx.history) == 0  # (the contract: a session alone is still cold)
+        if req.user_id is not None and user_idx is None:
+            warnings.insert(0, "unknown user_id: cold-start recommendations" if cold else
+                            "unknown user_id: recommendations from this user's live feedback")
         request_id = uuid.uuid4().hex
         served.log(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
         return RecommendResponse(
-            request_id=request_id, user_id=req.user_id, cold_start=ctx.is_cold, items=_items(cands),
+            request_id=request_id, user_id=req.user_id, cold_start=cold, items=_items(cands),
             warnings=warnings + trace["warnings"],
             latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
             trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
@@ -164,21 +167,30 @@ def create_app(state: ServeState) -> FastAPI:
         if state.conversation is None:
             raise HTTPException(503, "conversation is not configured on this server (llm.conversation)")
         try:
-            turn = state.conversation.turn(req.session_id, req.message)
+            turn = state.conversation.turn(req.session_id, req.message, age=req.age)
         except SessionsUnavailable as e:
             log.error("conversation turn failed: %s", e)
             raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         if turn.question is not None or turn.constraints is None:
-            return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?")
+            return ConversationResponse(session_id=req.session_id, question=turn.question or "What are you looking for?",
+                                        notes=turn.notes, source=turn.source)
         # titles named as examples ("like Fargo") are the session: they seed the sources and are never returned
         like = [rec.item_ids[i] for i in turn.like_items]
-        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like)
+        rr = RecommendRequest(user_id=req.user_id, k=req.k, session_items=like, age=turn.age)
         resp = _recommend(rr, constraints=turn.constraints)
         user_idx = rec.contexts.user_idx(req.user_id) if req.user_id is not None else None
-        ctx = rec.contexts.build(user_idx, [rec.item_idx(i) for i in like], turn.constraints, user_id=req.user_id)
-        question, notes = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items), resp.trace.k)
+        ctx = rec.contexts.build(user_idx, list(turn.like_items), turn.constraints, user_id=req.user_id,
+                                 demographics=None if turn.age is None else {"age": turn.age})
+        question, notes, pending = shortfall(rec.catalog, rec.pipeline.stages.values(), ctx, len(resp.items),
+                                             resp.trace.k)
+        # what "the second one" means next turn, and what "drop it" answers
+        try:
+            state.conversation.shown(req.session_id, [it.item_idx for it in resp.items], pending)
+        except SessionsUnavailable as e:
+            log.error("conversation turn not recorded: %s", e)
+            raise HTTPException(503, "the session store is unavailable; retry the turn") from None
         return ConversationResponse(session_id=req.session_id, constraints=turn.constraints, recommendation=resp,
-                                    question=question, notes=notes, source=turn.source, like_items=like)
+                                    question=question, notes=turn.notes + notes, source=turn.source, like_items=like)
 
     return app
 

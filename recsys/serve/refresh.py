@@ -4,13 +4,23 @@
         --out-dir data/ml100k-refresh \
         --retrain "python -m recsys.train experiment=ml100k/two_tower data=refreshed"
 
-1. ``events_to_interactions``: feedback events of known users become
+1. ``assign_users``: an event of a user the tables do not know (a new user,
+   served cold start) gets a new user row (``user_idx`` after the last one,
+   demographics unknown), so their feedback is kept; anonymous events (no
+   ``user_id``) cannot be anyone's history and are dropped.
+   ``events_to_interactions``: feedback events of users with a ``user_idx`` become
    interactions in the canonical schema (``value`` on the rating scale):
    a rating keeps its stars, a click or a long dwell counts as ``click_value``
    (a positive "watched"), a skip as ``skip_value`` (<= the negative threshold,
    so the context builder treats it as a dislike); impressions are exposure,
    not interactions, and are dropped. Duplicate (user, item) events keep the
-   latest.
+   latest. The summary says how many events were kept and why the others were
+   dropped (``dropped``: anonymous, impression, short dwell, superseded).
+   Negative feedback is kept as low values in the refreshed interactions, so a
+   server started on the refreshed dataset with a NEW feedback store
+   (``python -m recsys.serve data_name=ml100k-refresh``) still hides a skipped
+   or 1-star item: the context builder reads values at or below the negative
+   threshold as dislikes (docs/conversation.md, "Feedback and refresh").
 2. ``refresh_dataset``: writes a new prepared dataset directory (tables,
    ``meta.json`` last as the completion marker, the text embeddings copied) in
    which the new interactions are appended to ``interactions`` and to the
@@ -43,6 +53,7 @@ import pandas as pd
 from recsys.data.schema import INTERACTION_COLUMNS, DataError
 
 log = logging.getLogger(__name__)
+NEGATIVE_VALUE = 2.0  # serve.yaml's negative_threshold: values at or below it are dislikes (the summary counts them)
 
 
 def events_to_interactions(events: pd.DataFrame, click_value: float = 4.0, skip_value: float = 1.0,
@@ -71,6 +82,40 @@ def events_to_interactions(events: pd.DataFrame, click_value: float = 4.0, skip_
     return out[list(INTERACTION_COLUMNS)].reset_index(drop=True)
 
 
+def assign_users(events: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fill ``user_idx`` from the users table by ``user_id``; unknown ids get new rows -> (events, new user rows).
+
+    New rows: ``user_idx`` after the table's last, the external ``user_id``, and the other (demographic)
+    columns unknown (None; "unknown" for text columns).
+    """
+    ev = events.copy()
+    by_id = dict(zip(users["user_id"].astype(str), users["user_idx"].astype(np.int64)))
+    has_id = ev["user_id"].notna() & ev["user_idx"].isna()  # an event the store resolved keeps its user_idx
+    unknown = [u for u in dict.fromkeys(ev.loc[has_id, "user_id"].astype(str)) if u not in by_id]
+    start = int(users["user_idx"].max()) + 1 if len(users) else 0
+    by_id.update({u: start + k for k, u in enumerate(unknown)})
+    ev["user_idx"] = [i if pd.notna(i) else by_id[str(u)] if pd.notna(u) else np.nan
+                      for i, u in zip(ev["user_idx"], ev["user_id"])]
+    rows = pd.DataFrame({"user_idx": np.arange(start, start + len(unknown), dtype=np.int64), "user_id": unknown})
+    for col in users.columns:
+        if col not in rows:
+            text = users[col].dtype == object or pd.api.types.is_string_dtype(users[col])
+            rows[col] = "unknown" if text else None
+    return ev, rows[list(users.columns)]
+
+
+def dropped_events(events: pd.DataFrame, n_kept: int, dwell_click_s: float = 30.0) -> dict[str, int]:
+    """Why events did not become interactions: {reason: count} (what ``events_to_interactions`` drops)."""
+    ev = events[events["user_idx"].notna()]
+    short = (ev["event"] == "dwell") & ~(ev["value"].astype(float) >= dwell_click_s)
+    valued = int(len(ev) - (ev["event"] == "impression").sum() - short.sum())
+    out = {"anonymous (no user_id)": int(events["user_idx"].isna().sum()),
+           "impression (exposure, not taste)": int((ev["event"] == "impression").sum()),
+           f"dwell under {dwell_click_s:g} s": int(short.sum()),
+           "superseded by a later event on the same item": valued - int(n_kept)}
+    return {k: v for k, v in out.items() if v}
+
+
 def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: str | Path, **mapping) -> dict:
     """Write ``out_dir`` = ``dataset_dir`` + feedback interactions; -> summary dict.
 
@@ -88,10 +133,14 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
     store = open_store(feedback_db)  # a SQLite path or a postgresql:// URL, as the server's feedback_db
     events = store.events(since_id=since)
     store.close()
+    events, new_users = assign_users(events, ds.users)
     new = events_to_interactions(events, after_timestamp=int(ds.interactions["timestamp"].max()), **mapping)
-    bad = new[(new["item_idx"] >= ds.meta.n_items) | (new["user_idx"] >= ds.meta.n_users)]
+    bad = new[new["item_idx"] >= ds.meta.n_items]
     if len(bad):
-        raise DataError(f"{feedback_db}: {len(bad)} events refer to items/users outside {src} (another dataset?)")
+        raise DataError(f"{feedback_db}: {len(bad)} events refer to items outside {src} (another dataset?)")
+    if len(new_users):
+        ds.users = pd.concat([ds.users, new_users], ignore_index=True)
+        ds.meta.n_users = int(len(ds.users))
     # a refreshed rating replaces the old value of the same (user, item)
     inter = pd.concat([ds.interactions, new], ignore_index=True).drop_duplicates(["user_idx", "item_idx"], keep="last")
     if out.exists():
@@ -99,7 +148,8 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
     ds.interactions = inter.reset_index(drop=True)
     ds.meta.n_interactions = int(len(inter))
     last_id = int(events["event_id"].max()) if len(events) else since
-    ds.meta.extra = {**ds.meta.extra, "refresh": {"from": str(src), "last_event_id": last_id, "new_interactions": int(len(new))}}
+    ds.meta.extra = {**ds.meta.extra, "refresh": {"from": str(src), "last_event_id": last_id, "new_interactions": int(len(new)),
+                                                  "new_users": int(len(new_users))}}
     save_dataset(ds, out, write_meta=False)
     splits = sorted(p.name for p in (src / "splits").iterdir()) if (src / "splits").is_dir() else []
     for name in splits:
@@ -112,8 +162,10 @@ def refresh_dataset(dataset_dir: str | Path, feedback_db: str | Path, out_dir: s
         if (src / f).exists():
             shutil.copy2(src / f, out / f)
     ds.meta.save(out / "meta.json")  # last: the directory is complete
-    summary = {"events": int(len(events)), "new_interactions": int(len(new)), "last_event_id": last_id,
-               "out_dir": str(out), "splits": splits}
+    summary = {"events": int(len(events)), "new_interactions": int(len(new)), "new_users": int(len(new_users)),
+               "dropped": dropped_events(events, len(new), mapping.get("dwell_click_s", 30.0)),
+               "negatives_kept": int((new["value"] <= NEGATIVE_VALUE).sum()),
+               "last_event_id": last_id, "out_dir": str(out), "splits": splits}
     log.info("refresh: %s", summary)
     return summary
 

@@ -82,6 +82,8 @@ class RecommendRequest(_Strict):
     constraints: RequestConstraints | None = None
     query: text(1000) | None = Field(default=None, description="free text for content retrieval")
     onboarding_categories: list[Name] = Field(default_factory=list, max_length=50)
+    age: int | None = Field(default=None, ge=0, le=120, strict=True,
+                            description="the user's age, for the age rule (known users: the users table's)")
     k: int = Field(default=10, ge=1, le=MAX_K, strict=True)
 
 
@@ -179,6 +181,8 @@ class ConversationRequest(_Strict):
     session_id: Id
     message: text(2000)
     user_id: Id | None = None
+    age: int | None = Field(default=None, ge=0, le=120, strict=True,
+                            description="the user's age for the age rule (or say it: 'I am 30'); kept for the session")
     k: int = Field(default=5, ge=1, le=MAX_K, strict=True)
 
 

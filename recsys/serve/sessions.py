@@ -4,7 +4,8 @@
 a turn reads its session's state from the store (``Store.session``) and writes
 the new state back (``Store.submit_session``) before the reply is sent, so the
 next turn sees it whichever worker, or host, takes it. State on the wire: JSON
-``{"constraints": <Constraints fields>, "like": [item_idx, ...]}``.
+``{"constraints": <Constraints fields>, "like": [item_idx, ...], "shown": [item_idx, ...], "pending": str | null,
+"age": int | null}`` (``recsys.llm.conversation.SessionState``; the last three may be absent in older states).
 
 Bounds (``configs/serve.yaml`` ``store:``): a session not written for
 ``session_ttl_s`` is expired (never read again), and the store keeps the
@@ -23,6 +24,7 @@ import logging
 from pydantic import ValidationError
 
 from recsys.core.candidates import Constraints
+from recsys.llm.conversation import SessionState
 from recsys.serve.stores import Store
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class StoreSessions:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def get(self, session_id: str) -> tuple[Constraints, list[int]] | None:
+    def get(self, session_id: str) -> SessionState | None:
         try:
             text = self.store.session(session_id)
         except Exception as e:
@@ -47,13 +49,18 @@ class StoreSessions:
             return None
         try:
             state = json.loads(text)
-            return Constraints(**state["constraints"]), [int(i) for i in state["like"]]
+            age = state.get("age")
+            return SessionState(Constraints(**state["constraints"]), [int(i) for i in state["like"]],
+                                [int(i) for i in state.get("shown", [])], state.get("pending"),
+                                None if age is None else int(age))
         except (ValueError, KeyError, TypeError, ValidationError) as e:  # written by another version: start afresh
             log.warning("conversation session state unreadable (%s): starting afresh", type(e).__name__)
             return None
 
-    def put(self, session_id: str, constraints: Constraints, like: list[int]) -> None:
-        self._write(session_id, json.dumps({"constraints": constraints.model_dump(), "like": [int(i) for i in like]}))
+    def put(self, session_id: str, state: SessionState) -> None:
+        self._write(session_id, json.dumps({"constraints": state.constraints.model_dump(),
+                                            "like": [int(i) for i in state.like], "shown": [int(i) for i in state.shown],
+                                            "pending": state.pending, "age": state.age}))
 
     def drop(self, session_id: str) -> None:
         self._write(session_id, None)

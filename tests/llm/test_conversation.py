@@ -83,3 +83,65 @@ def test_llm_json_is_read_by_the_linear_time_parser():
         t0 = time.perf_counter()
         assert parse_constraints_json(text, GENRES) == {}
         assert time.perf_counter() - t0 < 1.0
+
+
+def test_llm_reference_titles_must_be_in_the_message():
+    """SmolLM2 copied its few-shot example ("Casablanca") for "more like the second one": a title the
+    message does not contain is not a reference."""
+    text = ('{"include_categories": [], "exclude_categories": [], "year_min": null, "year_max": null, '
+            '"max_results": null, "like_titles": ["Casablanca"]}')
+    titles = {"casablanca": 482, "fargo": 99}
+    assert "like_titles" not in parse_constraints_json(text, GENRES, titles, message="more like the second one")
+    assert parse_constraints_json(text, GENRES, titles, message="I adored Casablanca")["like_titles"] == [482]
+    p = ConversationParser(GENRES, backend=ScriptedBackend(texts=[text]), titles=titles)
+    t = p.turn("s", "something to cry to, like my favourite")
+    assert 482 not in t.like_items
+
+
+def test_positions_need_a_list_and_refer_to_the_last_one():
+    p = ConversationParser(GENRES)
+    t = p.turn("s", "more like the second one")
+    assert t.constraints is None and "not shown a list" in t.question
+    p.turn("s", "a comedy")
+    p.shown("s", [7, 8, 9])
+    t = p.turn("s", "more like the second one")
+    assert t.like_items == [8] and t.constraints.include_categories == ["Comedy"]
+    t = p.turn("s", "not the last one")
+    assert t.constraints.exclude_items == [9]
+    assert "3 films" in p.turn("s", "more like number 5").question
+    for message in ("comedies from the last 10 years", "a drama for the first time in ages"):  # not references
+        assert p.turn("s", message).question is None, message
+
+
+def test_typos_and_unknown_words_are_named_not_dropped():
+    p = ConversationParser(GENRES)
+    t = p.turn("s", "I want a romantic comdey from the 80s")
+    assert sorted(t.constraints.require_categories) == ["Comedy", "Romance"] and "read 'comdey' as Comedy" in t.notes
+    t = p.turn("t", "k-drama from the 2000s")
+    assert t.constraints.year_min == 2000 and any("'k-drama'" in n for n in t.notes)
+    assert "'telenovela'" in p.turn("u", "genre: telenovela").question
+    q = p.turn("v", "hello there").question  # the genres of the question are sorted
+    listed = q[q.index("(") + 1: q.index(")")].split(", ")
+    assert listed == sorted(GENRES)
+    t = p.turn("w", "I like crime and prime time")  # 'prime' is a word, not a typo of 'crime'
+    assert t.constraints.include_categories == ["Crime"] and not any("prime" in n and "read" in n for n in t.notes)
+
+
+def test_age_is_read_and_kept_for_the_session():
+    p = ConversationParser(GENRES)
+    t = p.turn("s", "I am 30 years old, a horror film please")
+    assert t.age == 30 and t.constraints.include_categories == ["Horror"] and t.constraints.max_results is None
+    assert p.turn("s", "only from the 90s").age == 30
+    assert p.turn("x", "a comedy", age=12).age == 12
+
+
+def test_a_position_reference_is_not_sent_to_the_llm():
+    """With llm=smollm2, "more like the second one" came back as like Casablanca (the few-shot example)."""
+    text = ('{"include_categories": ["Drama"], "exclude_categories": [], "year_min": null, "year_max": null, '
+            '"max_results": null, "like_titles": ["Casablanca"]}')
+    be = ScriptedBackend(texts=[text] * 3)
+    p = ConversationParser(GENRES, backend=be, titles={"casablanca": 482})
+    p.turn("s", "a western")
+    p.shown("s", [5, 6, 7])
+    t = p.turn("s", "more like the second one")
+    assert t.like_items == [6] and t.constraints.include_categories == ["Western"] and t.source == "state"

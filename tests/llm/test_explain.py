@@ -1,6 +1,7 @@
 """Grounded explanations: hand-made verifier cases, template fallback counted."""
 
 import numpy as np
+import pandas as pd
 
 from llm_fakes import ScriptedBackend, tiny_items
 from recsys.llm.accounting import LLMAccounting
@@ -150,7 +151,60 @@ def test_verifier_rejects_invented_names_truncation_and_loops():
 
 def test_template_grammar():
     assert Facts("Heat", 1995, ["Action", "Crime"], popularity=5).template() == \
-        '"Heat" is watched by 5 users, an Action, Crime film from 1995.'
+        '"Heat" is an Action, Crime film from 1995, watched by 5 users.'
+    assert Facts("Heat", 1995, ["Crime"], popularity=1).template().endswith("watched by 1 user.")
     assert Facts("Fargo", 1996, ["Crime"]).template() == '"Fargo" is a Crime film from 1996.'
     assert "which shares Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo"], [1996], ["Crime"]).template()
     assert "which share Crime with" in Facts("Heat", 1995, ["Crime"], ["Fargo", "Seven"], [1996, 1995], ["Crime"]).template()
+
+
+def test_every_genre_stated_is_shared_by_each_cited_film():
+    """Issue 11: "you liked Copycat and Gattaca, which share Crime, Thriller" (Gattaca is not Crime)."""
+    items = pd.DataFrame({"item_idx": [0, 1, 2], "title": ["Devil's Advocate", "Copycat", "Gattaca"],
+                          "year": [1997, 1995, 1997],
+                          "categories": [["Crime", "Horror", "Mystery", "Thriller"], ["Crime", "Drama", "Horror",
+                                                                                      "Mystery", "Thriller"],
+                                         ["Drama", "Sci-Fi", "Thriller"]]})
+    ex = Explainer(None, items, max_related=2)
+    f = ex.facts(UserContext(history=np.array([2, 1])), 0)
+    assert f.related_titles == ["Copycat", "Gattaca"] and f.shared_categories == ["Thriller"]
+    sentence = f.template()
+    assert "Crime" not in sentence and "share Thriller with" in sentence
+
+
+def test_session_references_are_asked_for_not_liked():
+    """Issue 11: a session item ("more like X") is "you asked for something like X", never "you liked X"."""
+    items = pd.DataFrame({"item_idx": [0, 1], "title": ["Casablanca", "Notorious"], "year": [1942, 1946],
+                          "categories": [["Drama", "Romance"], ["Romance", "Thriller"]]})
+    ex = Explainer(None, items)
+    f = ex.facts(UserContext(session=np.array([0])), 1)
+    assert f.asked_titles == ["Casablanca"] and not f.related_titles
+    assert f.template() == 'You asked for something like "Casablanca", which shares Romance with "Notorious".'
+    assert Verifier(items).check(f.template(), f) == []
+    assert "asked for something like" in f.prompt()[1]["content"] and "liked" not in f.prompt()[1]["content"]
+
+
+def test_verifier_accepts_the_items_own_title_words_and_its_decade_only():
+    """Issue 11 item 10: "Indiana"/"Jones" (words of the item's own title) and "the 1980s" for a 1989 film
+    were rejected; invented names and other decades still are."""
+    items = pd.DataFrame({"item_idx": [0], "title": ["Indiana Jones and the Last Crusade"], "year": [1989],
+                          "categories": [["Action", "Adventure"]]})
+    v = Verifier(items)
+    f = Facts("Indiana Jones and the Last Crusade", 1989, ["Action", "Adventure"])
+    assert v.check("You may like this Indiana Jones adventure, an Action film.", f) == []
+    assert v.check("You may like this 1980s Action film, Indiana Jones and the Last Crusade.", f) == []
+    assert any("decade" in r for r in v.check("You may like this 1970s Action film.", f))
+    assert any("name not in facts" in r for r in v.check("You may like this Action film starring Harrison Ford.", f))
+    assert v.check("You may like this Action film set in the 1980s.", f)  # "set in": a claim the facts do not make
+
+
+def test_judge_agrees_on_decades_and_title_words():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cg", Path(__file__).resolve().parents[2] / "scripts" / "check_grounding.py")
+    cg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cg)
+    facts = {"title": "Indiana Jones and the Last Crusade", "year": 1989, "categories": ["Action", "Adventure"]}
+    assert cg.judge("You may like this 1980s Action film, Indiana Jones.", facts, []) == []
+    assert cg.judge("You may like this 1970s Action film.", facts, [])

@@ -149,3 +149,44 @@ def test_refreshed_dataset_refuses_a_raw_directory(ml100k_dir):
 
     with pytest.raises(DataError, match="not a refreshed dataset"):
         refreshed_dataset(ml100k_dir)
+
+
+def test_new_users_feedback_is_folded_in_and_their_skips_survive_a_new_store(ml100k_dir, tmp_path):
+    """Issue 11: a cold user's events were dropped by refresh (not in the tables) and, served from the
+    refreshed data with a new store, their skipped item came back at #1. Through the API, as a user would."""
+    from fastapi.testclient import TestClient
+
+    from recsys.data.io import load_dataset
+    from recsys.pipeline.build import compose_serve
+    from recsys.serve.app import build_state, create_app
+    from recsys.serve.refresh import refresh_dataset
+
+    def serve(data_dir, name, db):
+        cfg = compose_serve([f"paths.data_dir={data_dir}", f"data_name={name}", f"feedback_db={db}",
+                             "pipeline.sources.content=null"])
+        state = build_state(cfg)
+        return state, TestClient(create_app(state), base_url="http://127.0.0.1")
+
+    state, client = serve(ml100k_dir.parent, "ml100k", tmp_path / "fb.sqlite")
+    served = client.post("/recommend", json={"user_id": "cold-fb-user", "k": 5}).json()
+    top, second, third = (it["item_id"] for it in served["items"][:3])
+    known = client.post("/recommend", json={"user_id": "1", "k": 2}).json()
+    events = [{"request_id": served["request_id"], "item_id": top, "event": "skip"},
+              {"request_id": served["request_id"], "item_id": second, "event": "rating", "value": 5.0},
+              {"request_id": served["request_id"], "item_id": third, "event": "impression"},
+              {"request_id": known["request_id"], "item_id": known["items"][0]["item_id"], "event": "rating", "value": 1.0}]
+    r = client.post("/feedback/batch", json={"events": events})
+    assert r.status_code == 200, r.text
+    state.store.close()
+    out = tmp_path / "data" / "ml100k-refresh"
+    summary = refresh_dataset(ml100k_dir, tmp_path / "fb.sqlite", out)
+    assert summary["new_users"] == 1 and summary["new_interactions"] == 3 and summary["negatives_kept"] == 2
+    assert summary["dropped"] == {"impression (exposure, not taste)": 1}
+    after = load_dataset(out)
+    row = after.users[after.users.user_id == "cold-fb-user"]
+    assert len(row) == 1 and int(row.user_idx.iloc[0]) == after.meta.n_users - 1
+    state2, client2 = serve(tmp_path / "data", "ml100k-refresh", tmp_path / "fb-new.sqlite")  # a new, empty store
+    body = client2.post("/recommend", json={"user_id": "cold-fb-user", "k": 10}).json()
+    ids = [it["item_id"] for it in body["items"]]
+    assert not body["cold_start"] and top not in ids and second not in ids  # skipped: hidden; liked: seen
+    state2.store.close()
