@@ -39,7 +39,9 @@ def checkpoint_of(cfg: DictConfig) -> Path:
     from recsys.utils import run_dir as R
 
     if cfg.get("run") and cfg.get("ckpt"):
-        raise ValueError("give either run=<run dir> (with checkpoint=best|last|epoch_NNN) or ckpt=<file>, not both")
+        from recsys.utils.cli import UsageError
+
+        raise UsageError("give either run=<run dir> (with checkpoint=best|last|epoch_NNN) or ckpt=<file>, not both")
     if cfg.get("run"):
         ckpt = R.checkpoint_file(R.resolve_run(cfg.run), str(cfg.checkpoint))
     elif cfg.get("ckpt"):
@@ -116,10 +118,10 @@ def main(cfg: DictConfig) -> None:
     from recsys.retrieval.index import NoGpuIndexError
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    try:
+    from recsys.utils.cli import user_errors
+
+    with user_errors("recsys.index", extra=(NoGpuIndexError,)):  # setup problems: one line, no traceback
         run(cfg)
-    except NoGpuIndexError as e:  # a setup problem: one line, no traceback
-        raise SystemExit(f"recsys.index: {e}") from None
 
 
 if __name__ == "__main__":

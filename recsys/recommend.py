@@ -113,7 +113,10 @@ def format_trace(trace: dict) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="recommend")
 def main(cfg: DictConfig) -> None:
-    out, _ = run(cfg)
+    from recsys.utils.cli import user_errors
+
+    with user_errors("recsys.recommend"):
+        out, _ = run(cfg)
     lines = format_items(out, cfg.user_id)
     if cfg.show_trace:
         lines += ["", "trace:"] + format_trace(out["trace"])

@@ -261,7 +261,10 @@ def summary(metrics: dict, paths: dict, title: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = run(cfg)
+    from recsys.utils.cli import user_errors
+
+    with user_errors("recsys.train"):
+        metrics, _ = run(cfg)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None
 

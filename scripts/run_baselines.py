@@ -139,6 +139,9 @@ Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core
     path.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
+REPORT = ROOT / "experiments" / "ml100k" / "baselines.md"
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     overrides: list[str] = []
@@ -148,11 +151,19 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(NAMES), choices=list(NAMES))
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
-    p.add_argument("--out", type=Path, default=ROOT / "experiments" / "ml100k" / "baselines.md")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"report path (default: {REPORT.relative_to(ROOT)} for the full run of every model with no "
+                        "overrides, else <runs-dir>/baselines.md, so a partial or shortened run never replaces it)")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "baselines")
     p.add_argument("--from-json", type=Path, default=None,
                    help="rewrite the report from a baselines.json of an earlier run instead of training")
     args = p.parse_args(argv)
+    if args.out is None:
+        full = args.from_json is not None or (set(args.models) == set(NAMES) and not overrides)
+        args.out = REPORT if full else args.runs_dir / "baselines.md"
+        if not full:
+            print(f"a partial or overridden run: the report goes to {args.out} "
+                  f"({REPORT.relative_to(ROOT)} keeps the full run; --out chooses)", flush=True)
     os.environ.setdefault("WANDB_MODE", "offline")
 
     from recsys.train import prepare_data, run

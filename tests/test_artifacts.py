@@ -15,6 +15,7 @@ import recsys.train  # noqa: F401  (registers ${run_hash:})
 from recsys.utils import run_dir as R
 from recsys.utils.artifacts import (ProvenanceError, compute_dataset_fingerprint, dataset_fingerprint, fingerprint_record,
                                     load_torch, replace_dir)
+from recsys.utils.artifacts import hash_of
 from recsys.utils.run_identity import config_hash, identity_config, identity_diff
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
@@ -142,3 +143,44 @@ def test_checkpoint_paths_stay_inside_their_run(tmp_path):
     for bad in ("../../etc/passwd", "/tmp/evil.ckpt", str(tmp_path / "evil.ckpt")):
         with pytest.raises(ProvenanceError, match="outside"):
             R.inside_run(run, bad)
+
+
+def test_a_ranker_behind_a_retrained_two_tower_is_another_run(tmp_path):
+    """The parent two-tower counts by its best checkpoint, not its path: same command, retrained
+    parent under the same stable name -> a new ranker run, and the diff names the parent."""
+    run = tmp_path / "train" / "ml100k-two_tower-seed42"
+
+    def cfg():
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            out = compose("train", overrides=["experiment=ml100k/dlrm", f"model.module.retriever_run={run}"])
+        GlobalHydra.instance().clear()
+        return out
+
+    missing = identity_config(cfg())
+    assert missing["_parents"] == {"model.module.retriever_run": "missing"}
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"first")
+    first = identity_config(cfg())
+    assert config_hash(cfg()) == hash_of(first) and first != missing
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"retrained")
+    second = identity_config(cfg())
+    assert hash_of(second) != hash_of(first)
+    assert [d.split(":")[0] for d in identity_diff(first, second)] == ["_parents.model.module.retriever_run"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["recsys.data.prepare", "data=synthetic", "data.kcore=abc"], "recsys.data.prepare: DataError: kcore='abc'"),
+    (["recsys.index", "run=/nonexistent/run", "ckpt=/nonexistent.ckpt"], "recsys.index: UsageError: give either run="),
+    (["recsys.index", "run=/nonexistent/run"], "recsys.index: FileNotFoundError: /nonexistent/run: no such run"),
+])
+def test_user_errors_are_one_line_without_a_traceback(argv, says, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", *argv, f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"],
+                         cwd=Path(CONFIGS).parent, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and says in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr

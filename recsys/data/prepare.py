@@ -121,6 +121,10 @@ def prepare(
         text_embeddings: also write ``item_text_emb.npy`` (all-MiniLM-L6-v2).
         force: redo even when ``meta.json`` records the same configuration.
     """
+    if isinstance(kcore, bool) or not isinstance(kcore, int) or kcore < 1:
+        raise DataError(f"kcore={kcore!r}: expected a whole number >= 1 (1 keeps every user and item)")
+    if min_rating is not None and (isinstance(min_rating, bool) or not isinstance(min_rating, (int, float))):
+        raise DataError(f"min_rating={min_rating!r}: expected a number or null (keep every interaction)")
     out = Path(data_dir).expanduser() / name
     if out.is_symlink():  # build beside the real directory, so the swap is a rename on one filesystem
         out = out.resolve()
@@ -242,7 +246,10 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../../configs", config_name="prepare")
     def _main(cfg) -> None:
-        out = instantiate(cfg.data)
+        from recsys.utils.cli import user_errors
+
+        with user_errors("recsys.data.prepare"):
+            out = instantiate(cfg.data)
         meta = DatasetMeta.load(Path(out) / "meta.json")
         print(f"{out}: {meta.n_users} users, {meta.n_items} items, {meta.n_interactions} interactions, "
               f"sparsity {meta.extra['sparsity']:.4f}, split {meta.extra['split']} {meta.extra['split_sizes']}")

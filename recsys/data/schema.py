@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,12 @@ class Split:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        # the name is a directory under splits/: a path ("../x") would write outside the dataset
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.name)) or ".." in str(self.name):
+            raise ValueError(f"split name {self.name!r}: use letters, digits, '_', '-', '.' "
+                             "(it names the directory splits/<name>/)")
 
     def part(self, stage: str) -> pd.DataFrame:
         if stage not in SPLIT_PARTS:

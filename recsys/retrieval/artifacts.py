@@ -109,7 +109,10 @@ def load_two_tower_run(run_dir: str | Path, index_kind: str, checkpoint: str = "
     same_dir = ds_dir.resolve() == Path(run_prov.extra.get("dataset_dir", ds_dir)).resolve()
     check_match(f"the dataset fingerprints of {ds_dir} now and when {run.name} was trained", now,
                 found["dataset_fingerprint"],
-                rebuild=f"{retrain} resume=false" if same_dir else f"{retrain} paths.data_dir={ds_dir.parent}")
+                rebuild=(f"{retrain} resume=false" if same_dir else f"{retrain} paths.data_dir={ds_dir.parent}")
+                + f" (that command prepares the data with the run's own data options, re-preparing {ds_dir} if they "
+                  f"differ; to train on the dataset as it is now, add the data overrides it was prepared with: "
+                  f"'prepare' in {ds_dir / 'meta.json'})")
     check_match(f"the dataset fingerprints of {ds_dir} now and when {index_dir} was built", now,
                 idx_prov.dataset_fingerprint, rebuild=rebuild_index)
 

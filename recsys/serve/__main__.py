@@ -91,7 +91,10 @@ def http_protocol() -> str:
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="serve")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    from recsys.utils.cli import user_errors
+
+    with user_errors("recsys.serve"):
+        run(cfg)
 
 
 if __name__ == "__main__":

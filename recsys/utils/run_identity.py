@@ -31,6 +31,11 @@ Everything else counts: model, datamodule, trainer (epochs, precision, devices, 
 limits...), callbacks (monitor, patience...), eval protocol and cut-offs, data (reader, split,
 filters, ``data_dir``), ``seed``, ``train``, ``optimized_metric``. A new key counts by default.
 
+A key that names another run (``PARENT_RUNS``: the two-tower a ranker is trained behind) counts
+by what that run holds, not only by its path: the identity records the parent's best checkpoint's
+file hash (``_parents``), so retraining the parent under the same name makes the child a new run
+whose log names the changed parent.
+
 The hash is :func:`recsys.utils.artifacts.hash_of` of :func:`identity_config`. It is also an
 OmegaConf resolver, ``${run_hash:}``, so that Hydra's run directory (``run_id`` in
 ``configs/train.yaml``) carries it before the job starts.
@@ -52,6 +57,10 @@ NON_IDENTITY: tuple[str, ...] = (
     "eval.progress", "eval.batch_size", "eval.device",
     "data.reader.cache_dir", "data.force", "data.text_batch_size",
 )
+
+
+# identity keys whose value is another run's directory (or stable name), read through ``_parents``
+PARENT_RUNS: tuple[str, ...] = ("model.module.retriever_run",)
 
 
 def is_identity_key(path: str) -> bool:
@@ -90,7 +99,30 @@ def identity_config(cfg) -> dict:
                 out[key] = value
         return out
 
-    return walk(cfg, "")
+    out = walk(cfg, "")
+    parents = {key: parent_identity(value) for key in PARENT_RUNS if (value := _get(out, key)) is not None}
+    if parents:
+        out["_parents"] = parents
+    return out
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def parent_identity(run: str) -> str:
+    """What a parent run holds: its best checkpoint's file hash ("missing" before it is trained,
+    so the child's own run then fails with the parent's error, not a wrong reuse)."""
+    from pathlib import Path
+
+    from recsys.utils.artifacts import file_hash
+
+    best = Path(str(run)) / "checkpoints" / "best.ckpt"
+    return file_hash(best) if best.is_file() else "missing"
 
 
 def config_hash(cfg) -> str:

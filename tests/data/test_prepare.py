@@ -189,3 +189,18 @@ def test_hydra_entry_point(tmp_path):
     assert "split loo" in res.stdout
     ds = load_dataset(tmp_path / "synthetic")
     assert ds.meta.source.startswith("synthetic:") and ds.meta.extra["prepare"]["reader"]["n_items"] == 100
+
+
+def test_a_split_name_that_is_a_path_is_refused_and_the_dataset_kept(tmp_path):
+    """``data.split.name=../../evil`` wrote outside the data directory and emptied splits/ (a walk finding)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "recsys.data.prepare", "data=synthetic", f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.log_dir={tmp_path}/logs", "data.reader.n_users=200", "data.reader.n_items=100",
+            "data.reader.n_interactions=4000"]
+    assert subprocess.run(base, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    before = _snapshot(tmp_path / "data" / "synthetic")
+    res = subprocess.run([*base, "data.split.name=../../evil"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "split name '../../evil'" in res.stderr
+    assert _snapshot(tmp_path / "data" / "synthetic") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "logs"] and not (tmp_path / "data" / "evil").exists()
