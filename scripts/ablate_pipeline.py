@@ -1,7 +1,7 @@
 """Pipeline ablation on a prepared dataset: each stage on/off, accuracy + beyond-accuracy + latency.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/ablate_pipeline.py \
-        --dataset-dir data/ml100k --pipeline default --report experiments/ml100k/pipeline.md
+        --dataset-dir data/ml100k --pipeline untrained --report experiments/ml100k/pipeline.md
 
 Every variant is the server's own config (configs/serve.yaml composed with
 ``pipeline=<name>``, built by ``recsys.pipeline.build.build_recommender`` with
@@ -46,7 +46,7 @@ METRICS = [("recall@10", "test/recall@10"), ("NDCG@10", "test/ndcg@10"), ("MRR@1
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset-dir", default="data/ml100k")
-    ap.add_argument("--pipeline", default="default", help="configs/pipeline/<name>.yaml")
+    ap.add_argument("--pipeline", default="untrained", help="configs/pipeline/<name>.yaml")
     ap.add_argument("--llm", default="none", help="configs/llm/<name>.yaml")
     ap.add_argument("--split", default="loo")
     ap.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of test users")

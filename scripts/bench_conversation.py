@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     db = work / f"feedback-{time.time_ns()}.sqlite"
-    cfg = compose_serve([f"paths.data_dir={args.data_dir}", f"llm={args.llm}", f"feedback_db={db}", *args.override])
+    cfg = compose_serve(["pipeline=untrained", f"paths.data_dir={args.data_dir}", f"llm={args.llm}", f"feedback_db={db}", *args.override])
     state = build_state(cfg)
     client = TestClient(create_app(state), base_url="http://127.0.0.1")
     sessions = conversation_sessions(Path(args.cases))

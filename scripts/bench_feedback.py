@@ -92,7 +92,7 @@ def bench_http(args, batch: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench-feedback-"))
     db = work / "feedback.sqlite"
-    with ServerProcess([f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
+    with ServerProcess(["pipeline=untrained", f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
                         f"paths.log_dir={work}", f"workers={args.workers}", *args.override], work / "server.err") as srv:
         srv.wait_ready(workers=args.workers)
         acked, errors = [], []

@@ -22,7 +22,7 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset-dir", default="data/ml100k")
-    ap.add_argument("--pipeline", default="configs/pipeline/default.yaml")
+    ap.add_argument("--pipeline", default="configs/pipeline/untrained.yaml")
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--k", type=int, default=5, help="items explained per user (all by the LLM)")
     ap.add_argument("--max-new-tokens", type=int, default=40)

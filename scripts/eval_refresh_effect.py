@@ -38,7 +38,7 @@ def counts(rec, user: int, cat_id: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset-dir", default=str(ROOT / "data/ml100k"))
-    ap.add_argument("--pipeline", default=str(ROOT / "configs/pipeline/default.yaml"))
+    ap.add_argument("--pipeline", default=str(ROOT / "configs/pipeline/untrained.yaml"))
     ap.add_argument("--category", default="Western")
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--max-history", type=int, default=30)

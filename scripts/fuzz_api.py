@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     for f in work.glob("feedback.sqlite*"):
         f.unlink()
-    srv = ServerProcess([f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}",
+    srv = ServerProcess(["pipeline=untrained", f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}",
                          f"feedback_db={work / 'feedback.sqlite'}", f"paths.log_dir={work}", f"workers={args.workers}",
                          *args.override], work / "server.err")
     health = {"checks": 0, "failures": 0, "max_ms": 0.0}

@@ -43,7 +43,7 @@ MARK_BEGIN, MARK_END = "<!-- loadtest:{}:begin -->", "<!-- loadtest:{}:end -->"
 def make_server(args, db: Path, log_dir: Path, port: int | None = None):
     from recsys.serve.process import ServerProcess
 
-    return ServerProcess([f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
+    return ServerProcess(["pipeline=untrained", f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
                           f"paths.log_dir={log_dir}", f"workers={args.workers}", *args.override],
                          log_dir / "server.err", port=port)
 

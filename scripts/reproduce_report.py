@@ -241,7 +241,7 @@ def write_report(data: dict, out: Path) -> Path:
         "",
         *latency_table(data),
         "",
-        f"## Pipeline ablations ({s.get('ablation_users')} seeded test users, `configs/pipeline/default.yaml`)",
+        f"## Pipeline ablations ({s.get('ablation_users')} seeded test users, `configs/pipeline/untrained.yaml`)",
         "",
         *ablation_table(data),
         "",

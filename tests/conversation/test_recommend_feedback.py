@@ -25,7 +25,7 @@ def test_recommend_cli_replays_the_servers_feedback(ml100k_dir, tmp_path):
     state.store.close()
 
     def cli(*extra):
-        out = subprocess.run([sys.executable, "-m", "recsys.recommend", "user_id=196", "k=10",
+        out = subprocess.run([sys.executable, "-m", "recsys.recommend", "pipeline=untrained", "user_id=196", "k=10",
                               f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k", f"feedback_db={db}",
                               "pipeline.sources.content=null", f"hydra.run.dir={tmp_path / 'run'}", *extra],
                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 @contextmanager
 def server(data_dir, feedback_db, port):
-    cmd = [sys.executable, "-m", "recsys.serve", f"paths.data_dir={data_dir}", "data_name=ml100k", f"port={port}",
+    cmd = [sys.executable, "-m", "recsys.serve", "pipeline=untrained", f"paths.data_dir={data_dir}", "data_name=ml100k", f"port={port}",
            f"feedback_db={feedback_db}", "pipeline.sources.content=null", "pipeline.stages.exploration=null",
            f"hydra.run.dir={feedback_db.parent / 'run'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -23,7 +23,7 @@ def _judge():
 def test_template_facts_hold_in_the_tables(ml100k_dir, tmp_path):
     from recsys.pipeline.build import build_recommender, compose_serve
 
-    cfg = compose_serve([f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k",
+    cfg = compose_serve(["pipeline=untrained", f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k",
                          f"feedback_db={tmp_path / 'fb.sqlite'}", "pipeline.sources.content=null"])
     rec = build_recommender(cfg)
     items = pd.read_parquet(ml100k_dir / "items.parquet").sort_values("item_idx").reset_index(drop=True)

@@ -127,7 +127,7 @@ def _run_recommend(tmp_path, *overrides):
     """
     env = dict(os.environ, OPENAI_API_KEY=KEY, PYTHONPATH=str(ROOT), RECSYS_OUTPUTS=str(tmp_path / "out"),
                RECSYS_DATA=str(tmp_path / "no-data"))
-    return subprocess.run([sys.executable, "-m", "recsys.recommend", "llm=openai", "user_id=196", *overrides],
+    return subprocess.run([sys.executable, "-m", "recsys.recommend", "pipeline=untrained", "llm=openai", "user_id=196", *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

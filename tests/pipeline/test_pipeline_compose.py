@@ -20,7 +20,7 @@ from recsys.retrieval.merge import CandidateMerger
 from pipeline_helpers import ListSource
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_YAML = ROOT / "configs" / "pipeline" / "default.yaml"
+DEFAULT_YAML = ROOT / "configs" / "pipeline" / "untrained.yaml"
 
 
 class Reverse:
@@ -124,15 +124,15 @@ def declared_stages(cfg) -> list[str]:
 def test_built_stage_order_is_the_declared_order(tiny_dir):
     """The composed serve config on the hand-made dataset (no text embeddings)."""
     with pytest.raises(ValueError, match="text_emb"):  # content retrieval needs item_text_emb.npy: clear error
-        build_recommender(compose_serve([f"dataset_dir={tiny_dir}", "history=test"]))
-    cfg = compose_serve([f"dataset_dir={tiny_dir}", "history=test", "pipeline.sources.content=null"])
+        build_recommender(compose_serve(["pipeline=untrained", f"dataset_dir={tiny_dir}", "history=test"]))
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={tiny_dir}", "history=test", "pipeline.sources.content=null"])
     assert list(cfg.pipeline.stages) == list(OmegaConf.load(DEFAULT_YAML).stages)  # YAML order kept by composition
     rec = build_recommender(cfg)
     assert list(rec.pipeline.stages) == declared_stages(cfg) == [
         "available", "age", "consumed", "negative", "constraints", "mmr", "category_cap", "exploration", "top_k",
         "explain"]  # llm=none: no llm_rerank; explain writes templates; no ranker declared
     for stage in list(rec.pipeline.stages):
-        off = compose_serve([f"dataset_dir={tiny_dir}", "history=test", "pipeline.sources.content=null",
+        off = compose_serve(["pipeline=untrained", f"dataset_dir={tiny_dir}", "history=test", "pipeline.sources.content=null",
                              f"pipeline.stages.{stage}=null"])
         assert stage not in build_pipeline(off.pipeline, **rec.objects).stages
     cands, ctx = rec.recommend(0, k=3)
@@ -144,7 +144,7 @@ def test_built_stage_order_is_the_declared_order(tiny_dir):
 
 
 def test_artifacts_are_built_first_and_injected_by_name(tiny_dir):
-    cfg = compose_serve([f"dataset_dir={tiny_dir}", "pipeline.sources.content=null", "pipeline.sources.item2item=null",
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={tiny_dir}", "pipeline.sources.content=null", "pipeline.sources.item2item=null",
                          "pipeline.sources.popularity=null",
                          "+pipeline.artifacts.trained_items={_target_: pipeline_helpers.trained_items, n: 6}",
                          "+pipeline.sources.artifact={_target_: pipeline_helpers.ArtifactSource}"])
@@ -155,18 +155,18 @@ def test_artifacts_are_built_first_and_injected_by_name(tiny_dir):
 
 
 def test_llm_and_two_tower_pipelines_compose_in_their_declared_places():
-    smol = compose_serve(["llm=smollm2"])
+    smol = compose_serve(["pipeline=untrained", "llm=smollm2"])
     names = list(smol.pipeline.stages)
     assert names.index("ranker") < names.index("available")  # the rank slot comes before the filters
     assert names.index("exploration") < names.index("llm_rerank") < names.index("top_k") < names.index("explain")
     assert smol.pipeline.stages.llm_rerank._target_ == "recsys.llm.rerank.LLMReranker"
     assert smol.pipeline.stages.explain.top_k == 5
-    assert compose_serve(["llm=smollm2", "pipeline.stages.llm_rerank=null"]).pipeline.stages.llm_rerank is None
+    assert compose_serve(["pipeline=untrained", "llm=smollm2", "pipeline.stages.llm_rerank=null"]).pipeline.stages.llm_rerank is None
     tt = compose_serve(["pipeline=two_tower"])
     art = tt.pipeline.artifacts.two_tower
     assert art.checkpoint == "best" and "trusted" not in art and "trusted" not in tt.pipeline.sources.two_tower
     assert art.run_dir.endswith("/train/ml100k-two_tower-seed42")  # the runs engineer's stable pointer
-    assert list(tt.pipeline.stages) == list(compose_serve([]).pipeline.stages)
+    assert list(tt.pipeline.stages) == list(compose_serve(["pipeline=untrained"]).pipeline.stages)
 
 
 def test_two_tower_without_artifacts_says_what_to_run(tmp_path):
@@ -179,7 +179,7 @@ def test_two_tower_without_artifacts_says_what_to_run(tmp_path):
 @pytest.fixture(scope="module")
 def ml100k_rec(ml100k_data_root):
     """The default serve config, unchanged, on prepared ML-100K with text embeddings."""
-    return build_recommender(compose_serve([f"paths.data_dir={ml100k_data_root}"]))
+    return build_recommender(compose_serve(["pipeline=untrained", f"paths.data_dir={ml100k_data_root}"]))
 
 
 @pytest.mark.parametrize("k", [5, 10, 30, 100])
@@ -198,17 +198,17 @@ def test_recommend_cli_run(ml100k_data_root):
     """`python -m recsys.recommend` composed and run in-process: constraints, session, cold start."""
     from recsys.recommend import format_items, format_trace, run
 
-    cfg = compose_serve([f"paths.data_dir={ml100k_data_root}", "user_id='196'", "k=4", "session_items=['1']",
+    cfg = compose_serve(["pipeline=untrained", f"paths.data_dir={ml100k_data_root}", "user_id='196'", "k=4", "session_items=['1']",
                          "+constraints={exclude_categories:[Comedy]}"], config_name="recommend")
     out, objs = run(cfg)
     rec = objs["recommender"]
-    assert len(out["items"]) == 4 and not out["cold_start"] and out["used"]["pipeline"] == "default"
+    assert len(out["items"]) == 4 and not out["cold_start"] and out["used"]["pipeline"] == "untrained"
     for it in out["items"]:
         j = rec.item_idx(it["item_id"])
         assert "Comedy" not in rec.catalog.category_names(j) and it["item_id"] != "1"
     assert out["trace"]["removed"]["constraints"] > 0
     assert len(format_items(out, "196")) >= 7 + 4 and len(format_trace(out["trace"])) >= 3 + 1 + 10
-    cold, _ = run(compose_serve([f"paths.data_dir={ml100k_data_root}", "user_id=nobody"], config_name="recommend"))
+    cold, _ = run(compose_serve(["pipeline=untrained", f"paths.data_dir={ml100k_data_root}", "user_id=nobody"], config_name="recommend"))
     assert cold["cold_start"] and len(cold["items"]) == 10
 
 
@@ -216,14 +216,14 @@ def test_recommend_cli_as_a_user_runs_it(ml100k_data_root, tmp_path):
     """The README's command, as a subprocess; only the data and output roots point at scratch dirs."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RECSYS_DATA": str(ml100k_data_root),
            "RECSYS_OUTPUTS": str(tmp_path / "outputs"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-m", "recsys.recommend", "user_id=196", "k=10", "show_trace=true"],
+    res = subprocess.run([sys.executable, "-m", "recsys.recommend", "pipeline=untrained", "user_id=196", "k=10", "show_trace=true"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()  # Hydra's console log shares stdout: the report starts at "pipeline"
-    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("pipeline default | llm none | dataset ")):]
+    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("pipeline untrained | llm none | dataset ")):]
     assert "artifacts: none" in lines[1]
     assert "top 10 of k=10" in res.stdout and sum(ln[:4].strip().isdigit() for ln in lines) == 10
     trace = lines[lines.index("trace:") + 1:]
     stages = [ln.split()[1] for ln in trace if ln.startswith("stage")]
-    assert stages == declared_stages(compose_serve([]))
+    assert stages == declared_stages(compose_serve(["pipeline=untrained"]))
     assert trace[-1].startswith("total")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def build_recommender(dataset_dir):
     from recsys.pipeline.recommender import Recommender
 
-    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "configs/pipeline/default.yaml"),
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "configs/pipeline/untrained.yaml"),
                           OmegaConf.from_dotlist(["sources.content=null"]))
     return Recommender(dataset_dir, cfg, split="loo", history="all")
 

@@ -15,7 +15,7 @@ from recsys.pipeline.build import compose_serve
 
 
 def serve_cfg(ml100k_dir, tmp_path_factory, *overrides):
-    return compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "max_k=50",
+    return compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "max_k=50",
                           f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}", *overrides])
 
 

@@ -20,7 +20,7 @@ EVENTS = [("impression", None), ("click", None), ("skip", None), ("dwell", 40.0)
 def served(ml100k_dir, tmp_path_factory):
     from recsys.serve.app import build_state, create_app
 
-    cfg = compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "feedback.rate_per_s=0.5",
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "feedback.rate_per_s=0.5",
                          f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}"])
     assert cfg.feedback.burst == 200
     state = build_state(cfg)

@@ -77,7 +77,7 @@ class EchoBackend(LLMBackend):
 def client_over(dataset_dir, tmp_path_factory, *overrides, **objects):
     from recsys.serve.app import build_state, create_app
 
-    cfg = compose_serve([f"dataset_dir={dataset_dir}", "pipeline.sources.content=null",
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={dataset_dir}", "pipeline.sources.content=null",
                          f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}", *overrides])
     state = build_state(cfg, **objects)
     return TestClient(create_app(state), base_url="http://127.0.0.1"), state

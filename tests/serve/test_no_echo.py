@@ -24,7 +24,7 @@ MARK_PATH = "<img src=x onerror=alert(1)>"  # a path segment (no slash)
 def served(ml100k_dir, tmp_path_factory):
     from recsys.serve.app import build_state, create_app
 
-    cfg = compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "feedback.burst=3",
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null", "feedback.burst=3",
                          "feedback.rate_per_s=0.01",
                          f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}"])
     state = build_state(cfg)

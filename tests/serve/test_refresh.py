@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from recsys.serve.feedback_store import Event, FeedbackStore
 from recsys.serve.refresh import events_to_interactions, refresh_dataset
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline" / "default.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline" / "untrained.yaml"
 
 
 def test_events_to_interactions_mapping():
@@ -162,7 +162,7 @@ def test_new_users_feedback_is_folded_in_and_their_skips_survive_a_new_store(ml1
     from recsys.serve.refresh import refresh_dataset
 
     def serve(data_dir, name, db):
-        cfg = compose_serve([f"paths.data_dir={data_dir}", f"data_name={name}", f"feedback_db={db}",
+        cfg = compose_serve(["pipeline=untrained", f"paths.data_dir={data_dir}", f"data_name={name}", f"feedback_db={db}",
                              "pipeline.sources.content=null"])
         state = build_state(cfg)
         return state, TestClient(create_app(state), base_url="http://127.0.0.1")

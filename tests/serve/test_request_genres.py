@@ -13,7 +13,7 @@ from recsys.pipeline.build import compose_serve
 def served(ml100k_dir, tmp_path_factory):
     from recsys.serve.app import build_state, create_app
 
-    state = build_state(compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
+    state = build_state(compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
                                        f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}"]))
     yield TestClient(create_app(state), base_url="http://127.0.0.1"), state
     state.store.close()

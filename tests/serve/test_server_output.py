@@ -48,7 +48,7 @@ def test_host_guard_reads_an_h11_absolute_form_target():
 @pytest.mark.slow
 def test_default_server_names_one_host_and_logs_only_warnings(ml100k_dir, tmp_path):
     logs = tmp_path / "logs"
-    overrides = [f"paths.data_dir={ml100k_dir.parent}", "pipeline.sources.content=null",
+    overrides = ["pipeline=untrained", f"paths.data_dir={ml100k_dir.parent}", "pipeline.sources.content=null",
                  f"feedback_db={tmp_path / 'feedback.sqlite'}", f"paths.log_dir={logs}"]
     with ServerProcess(overrides, tmp_path / "server.err", stdout_path=tmp_path / "server.out") as srv:
         srv.wait_ready()
@@ -75,7 +75,7 @@ def test_default_server_names_one_host_and_logs_only_warnings(ml100k_dir, tmp_pa
 
 @pytest.mark.slow
 def test_the_summary_prints_once_with_several_workers(ml100k_dir, tmp_path):
-    overrides = [f"paths.data_dir={ml100k_dir.parent}", "pipeline.sources.content=null", "workers=2",
+    overrides = ["pipeline=untrained", f"paths.data_dir={ml100k_dir.parent}", "pipeline.sources.content=null", "workers=2",
                  f"feedback_db={tmp_path / 'feedback.sqlite'}", f"paths.log_dir={tmp_path / 'logs'}"]
     with ServerProcess(overrides, tmp_path / "server.err", stdout_path=tmp_path / "server.out") as srv:
         srv.wait_ready(workers=2)

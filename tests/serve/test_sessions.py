@@ -14,7 +14,7 @@ from recsys.pipeline.build import compose_serve
 def two_workers(ml100k_dir, tmp_path_factory):
     from recsys.serve.app import build_state, create_app
 
-    cfg = compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
+    cfg = compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
                          f"feedback_db={tmp_path_factory.mktemp('fb') / 'feedback.sqlite'}"])
     states = [build_state(cfg) for _ in range(2)]
     yield [TestClient(create_app(s), base_url="http://127.0.0.1") for s in states], states
@@ -49,7 +49,7 @@ def test_an_unreadable_stored_state_starts_afresh(two_workers):
 def test_a_failing_session_store_is_a_503(ml100k_dir, tmp_path):
     from recsys.serve.app import build_state, create_app
 
-    state = build_state(compose_serve([f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
+    state = build_state(compose_serve(["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.sources.content=null",
                                        f"feedback_db={tmp_path / 'feedback.sqlite'}"]))
     client = TestClient(create_app(state), base_url="http://127.0.0.1")
     state.store.close()

@@ -23,7 +23,7 @@ from recsys.serve.stores import open_store
 
 
 def overrides(ml100k_dir, db, tmp_path, workers=2):
-    return [f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k", "pipeline.sources.content=null",
+    return ["pipeline=untrained", f"paths.data_dir={ml100k_dir.parent}", "data_name=ml100k", "pipeline.sources.content=null",
             f"feedback_db={db}", f"paths.log_dir={tmp_path / 'logs'}", f"workers={workers}",
             "shared_state_staleness_s=0.2"]
 
@@ -40,15 +40,15 @@ def fresh_post(base: str, path: str, payload) -> httpx.Response:
 def test_default_ports_are_distinct_and_a_self_call_is_refused():
     from urllib.parse import urlsplit
 
-    cfg = compose_serve(["llm=openai"])
+    cfg = compose_serve(["pipeline=untrained", "llm=openai"])
     assert urlsplit(cfg.llm.backend.base_url).port != cfg.port  # the recommender and the LLM server
     check_ports(cfg)
     with pytest.raises(ValueError, match="own address"):
-        check_ports(compose_serve(["llm=openai", f"port={urlsplit(cfg.llm.backend.base_url).port}"]))
+        check_ports(compose_serve(["pipeline=untrained", "llm=openai", f"port={urlsplit(cfg.llm.backend.base_url).port}"]))
 
 
 def test_serve_config_keys_compose():
-    cfg = compose_serve(["workers=3"])
+    cfg = compose_serve(["pipeline=untrained", "workers=3"])
     assert cfg.workers == 3 and list(cfg.allowed_hosts) == ["127.0.0.1", "localhost", "[::1]"]
     assert cfg.max_body_bytes > 0 and cfg.store.commit_window_ms > 0 and cfg.feedback.burst >= 1
 
