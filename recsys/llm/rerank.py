@@ -45,6 +45,16 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
 
 
+def blend_scores(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
+    """(K,) ``blend * z(llm) + (1 - blend) * z(prev)``: the one blend rule (the stage and offline evaluation)."""
+    return blend * _z(llm) + (1.0 - blend) * _z(prev)
+
+
+def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
+    """(K,) positions best first under :func:`blend_scores`; ties keep the previous order."""
+    return np.argsort(-blend_scores(llm, prev, blend), kind="stable")
+
+
 class LLMReranker:
     """Pipeline stage: re-rank the top ``top_n`` candidates with an LLM.
 
@@ -193,7 +203,7 @@ class LLMReranker:
         if llm is None:  # parse failure everywhere, or nothing to re-order: keep the order
             return Candidates(c.items, c.scores, c.sources, dict(c.features), c.explanations, trace)
         prev = c.scores[:k]
-        final = self.blend * _z(llm) + (1.0 - self.blend) * _z(prev)
+        final = blend_scores(llm, prev, self.blend)
         order = np.argsort(-final, kind="stable")  # ties keep the previous order
         idx = np.concatenate([order, np.arange(k, len(c))])
         new_scores = np.empty(len(c), dtype=np.float32)
