@@ -96,6 +96,11 @@ def main() -> None:
     base = build_llm(OmegaConf.merge(llm_cfg, {"adapter": None})).backend
     models = {"zero-shot": base}
     if args.adapter:
+        meta = Path(args.adapter) / "finetune.json"
+        tuned_on = json.loads(meta.read_text()).get("max_history") if meta.exists() else None
+        if tuned_on is not None and tuned_on != llm_cfg.rerank.max_history:
+            raise ValueError(f"{args.adapter} was tuned on prompts with max_history={tuned_on}, the rerank node "
+                             f"writes {llm_cfg.rerank.max_history}: pass --llm-override rerank.max_history={tuned_on}")
         models["fine-tuned"] = with_adapter(base, args.adapter)
     load_s = time.perf_counter() - t0
 
