@@ -110,12 +110,13 @@ def main() -> None:
     hit = {h: float(np.mean([t in set(c.items.tolist()) for t, c in zip(targets[h], inputs[h].cands)])) for h in inputs}
     rows = [{"row": "input", "model": None, "blend": 0.0, **metrics_of(ev, test_in, users, targets["test"]),
              "valid_ndcg@10": float(per_user_ndcg(inputs["valid"].lists(args.top_n), targets["valid"]).mean())}]
-    curves, chosen, timing = {}, {}, {}
+    curves, chosen, timing, all_scores = {}, {}, {}, {}
     for name, backend in models.items():
         rr = instantiate(llm_cfg.rerank, _convert_="all")(backend=backend, items_table=inputs["test"].items_table, blend=1.0)
         scores, timing[name] = {}, {}
         for h in ("valid", "test"):
             scores[h], timing[name][h] = llm_scores(rr, inputs[h], targets[h], args.batch_size)
+        all_scores[name] = scores
         sel = select_then_test(inputs, scores, targets, grid)  # b from validation only
         b, curves[name], chosen[name] = sel["chosen"], sel["valid_curve"], sel["chosen"]
         for label, bb in ((f"{name} b=1", 1.0), (f"{name} chosen b={b:g}", b)):
@@ -132,6 +133,8 @@ def main() -> None:
         "llm": OmegaConf.to_container(llm_cfg, resolve=True), "model_load_s": load_s,
         "grid": grid, "valid_curves": {m: {f"{b:g}": v for b, v in c.items()} for m, c in curves.items()},
         "chosen_blend": chosen, "rows": rows, "timing": timing,
+        "llm_scores": {m: {h: {str(j): v.round(5).tolist() for j, v in sc.items()} for h, sc in s_.items()}
+                       for m, s_ in all_scores.items()},  # per row of `users`, in input order: re-blend offline
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared, torch threads={args.threads}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

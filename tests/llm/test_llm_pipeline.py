@@ -130,3 +130,22 @@ def test_stage_input_passes_the_list_on():
     rec = StageInput()
     c = Candidates(np.array([3, 1]), np.array([0.5, 0.2]), np.array(["a", "b"]))
     assert rec(UserContext(user_idx=0, history=np.zeros(0, np.int64)), c) is c and rec.last is c
+
+
+def test_blend_zero_gives_back_the_list_order_when_a_stage_reordered_without_rescoring():
+    """Exploration moves rows and keeps their scores: b = 0 must still be the served order."""
+    from recsys.llm.rerank import LLMReranker, blend_order
+    from llm_fakes import ScriptedBackend, tiny_items
+
+    scores = np.array([1.0, 0.95, 0.2, 0.9, 0.85])  # row 2 was moved up by exploration
+    np.testing.assert_array_equal(blend_order(np.arange(5.0), scores, 0.0), np.arange(5))
+    inp = _inp("valid", n_users=1)
+    inp.cands[0] = Candidates(inp.cands[0].items, scores, inp.cands[0].sources)
+    from recsys.llm.rerank_eval import blended_lists
+
+    np.testing.assert_array_equal(blended_lists(inp, {0: np.arange(5.0)}, 0.0), inp.lists())
+    rr = LLMReranker(ScriptedBackend(score_fn=lambda p, labels: np.arange(len(labels), dtype=np.float32)),
+                     tiny_items(), top_n=5, blend=0.0)
+    c = Candidates(np.array([3, 1, 4, 0, 2]), scores, np.array(["s"] * 5))
+    out = rr(UserContext(user_idx=0, history=np.array([5, 6])), c)
+    np.testing.assert_array_equal(out.items, c.items)
