@@ -149,3 +149,31 @@ def test_blend_zero_gives_back_the_list_order_when_a_stage_reordered_without_res
     c = Candidates(np.array([3, 1, 4, 0, 2]), scores, np.array(["s"] * 5))
     out = rr(UserContext(user_idx=0, history=np.array([5, 6])), c)
     np.testing.assert_array_equal(out.items, c.items)
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_eval_script_end_to_end_with_the_real_smollm2(ml100k_dir, tmp_path):
+    """The entry point as a user runs it: a configured pipeline, the real SmolLM2, rows + choice in the JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "llm_pipeline.json"
+    cmd = [sys.executable, str(root / "scripts" / "eval_llm_pipeline.py"), "--pipeline", "default",
+           "--override", f"dataset_dir={ml100k_dir}", "--override", "pipeline.sources.content=null",
+           "--n-users", "6", "--grid", "0,0.5,1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert [r["row"] for r in d["rows"]][:2] == ["input", "zero-shot b=1"]
+    assert d["chosen_blend"]["zero-shot"] in (0.0, 0.5, 1.0) and d["n_users"] == 6
+    assert d["input"]["test"]["pipeline"] == "default" and d["input"]["valid"]["top_n"] == 20
+    chosen = d["rows"][2]
+    assert chosen["blend"] == d["chosen_blend"]["zero-shot"]
+    if chosen["blend"] == 0.0:  # validation switched the stage off: test is the input, exactly
+        assert chosen["ndcg@10"] == d["rows"][0]["ndcg@10"] and chosen["paired_vs_input"]["wilcoxon_p"] == 1.0
