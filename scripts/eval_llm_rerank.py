@@ -35,12 +35,6 @@ def prepare_ml100k(data_dir: Path) -> Path:
     return prepare_from_config("ml100k", data_dir, ["data.text_embeddings=false"])
 
 
-def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
-    from recsys.llm.rerank import _z
-
-    return np.argsort(-(blend * _z(llm) + (1 - blend) * _z(prev)), kind="stable")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"))
@@ -72,7 +66,7 @@ def main() -> None:
     from recsys.eval.evaluator import Evaluator
     from recsys.llm.accounting import LLMAccounting
     from recsys.llm.backends.transformers_backend import TransformersBackend
-    from recsys.llm.rerank import LLMReranker
+    from recsys.llm.rerank import LLMReranker, blend_order
     from recsys.models.itemknn import ItemKNN
     from recsys.core.candidates import Candidates, UserContext
 

@@ -29,13 +29,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
-    """Order of K candidates by ``blend*z(llm) + (1-blend)*z(prev)``: the rule of LLMReranker and eval_llm_rerank.py."""
-    from recsys.llm.rerank import _z
-
-    return np.argsort(-(blend * _z(llm) + (1 - blend) * _z(prev)), kind="stable")
-
-
 def load_cfg(name: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -63,7 +56,7 @@ def train(cfg, ds, split, backend, adapter_dir: Path) -> dict:
     ft.fit(ex)
     train_s = time.perf_counter() - t0
     pos = np.bincount([e.target_pos for e in ex], minlength=cfg.finetune.examples.n_candidates)
-    info = {"n_examples": len(ex), "build_s": build_s, "train_s": train_s, "s_per_example": train_s / len(ex),
+    info = {"n_examples": len(ex), "n_users": len({e.user_idx for e in ex}), "build_s": build_s, "train_s": train_s, "s_per_example": train_s / len(ex),
             "steps": len(ft.history), "loss_first": ft.history[0]["loss"], "loss_last": ft.history[-1]["loss"],
             "loss_curve": [round(h["loss"], 4) for h in ft.history], "target_position_counts": pos.tolist(),
             "trainable_params": int(sum(p.numel() for p in ft.model.parameters() if p.requires_grad))}
@@ -78,6 +71,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"))
     ap.add_argument("--adapter-dir", default=None, help="default: $RECSYS_CACHE/llm/adapters/<config name>")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the adapter already in --adapter-dir")
+    ap.add_argument("--train-only", action="store_true",
+                    help="write the adapter and stop (evaluate it on a pipeline's top-20 with scripts/eval_llm_pipeline.py)")
     ap.add_argument("--n-eval-users", type=int, default=500, help="seeded test-user sample, as eval_llm_rerank.py")
     ap.add_argument("--seed", type=int, default=0, help="test-user sample seed (eval_llm_rerank.py --seed)")
     ap.add_argument("--top-n", type=int, default=20)
@@ -99,6 +94,7 @@ def main() -> None:
     from recsys.eval.evaluator import Evaluator
     from recsys.llm.backends.transformers_backend import cache_root
     from recsys.llm.finetune import load_adapter
+    from recsys.llm.rerank import blend_order
     from recsys.models.itemknn import ItemKNN
     from recsys.core.candidates import Candidates, UserContext
 
@@ -116,6 +112,9 @@ def main() -> None:
         result["train"] = json.loads((adapter_dir / "finetune.json").read_text())["train"]
     else:
         result["train"] = train(cfg, ds, split, base, adapter_dir)
+    if args.train_only:
+        print(json.dumps({k: v for k, v in result["train"].items() if k != "loss_curve"}, indent=2))
+        return
     tuned = load_adapter(base, adapter_dir)  # from disk: what a deployment would load
 
     # -- LlamaRec evaluation: the sample, retriever and masking of eval_llm_rerank.py --

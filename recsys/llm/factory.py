@@ -37,15 +37,19 @@ def build_llm(cfg, backend=None) -> LLMParts:
     if backend is None and cfg.get("backend") is not None:
         backend = instantiate(cfg.backend, _convert_="all")
         if cfg.get("adapter"):
-            # a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker):
-            # vLLM applies it per request on its own engine; transformers merges it into a model copy
-            if hasattr(backend, "with_adapter"):
-                backend = backend.with_adapter(cfg.adapter)
-            else:
-                from recsys.llm.finetune import load_adapter
-
-                backend = load_adapter(backend, cfg.adapter)
+            backend = with_adapter(backend, cfg.adapter)
     return LLMParts(str(cfg.get("name", "?")), backend, LLMAccounting() if backend is not None else None)
+
+
+def with_adapter(backend, adapter: str):
+    """``backend`` with a LoRA adapter from scripts/finetune_llm_ranker.py (LlamaRec-style fine-tuned ranker):
+    vLLM applies it per request on its own engine; transformers merges it into a model copy (the base
+    backend keeps scoring without it, so zero-shot and fine-tuned can share one loaded model)."""
+    if hasattr(backend, "with_adapter"):
+        return backend.with_adapter(adapter)
+    from recsys.llm.finetune import load_adapter
+
+    return load_adapter(backend, adapter)
 
 
 def build_conversation(cfg, **objects):

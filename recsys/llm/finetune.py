@@ -10,11 +10,12 @@ truth's letter at the answer position, restricted to the candidate letters
 into the same ``LLMReranker`` unchanged.
 
 Training examples come from the TRAIN split only (leakage rule): for each
-training user, history = all but the last train item, target = the last train
-item, candidates = the retriever's top-(C-1) on that history (history and
-target masked) + the target, shuffled with a seeded RNG. The retriever is
-fitted on the histories only (train minus each user's last item), so, as at
-test time, it has never seen the pair it is asked about.
+training user and each of its last ``cutoffs_per_user`` train items, history =
+the train items before it, target = that item, candidates = the retriever's
+top-(C-1) on that history (history and target masked) + the target, shuffled
+with a seeded RNG. The retriever is fitted on the train rows before each
+user's first cut-off, so, as at test time, it has never seen a pair it is
+asked about.
 """
 
 from __future__ import annotations
@@ -36,75 +37,105 @@ from recsys.llm.prompts import LABELS, verbalizer_prompt
 
 @dataclass(frozen=True)
 class RankExample:
-    """One training prompt: ``candidates[target_pos]`` is the ground truth (letter ``LABELS[target_pos]``)."""
+    """One training prompt: ``candidates[target_pos]`` is the ground truth (letter ``LABELS[target_pos]``).
+
+    ``cutoff``: the target's position in the user's train sequence (history = the items before it).
+    """
 
     user_idx: int
     history: np.ndarray  # (L,) item_idx, oldest first
     candidates: np.ndarray  # (C,) item_idx in prompt order
     target_pos: int
+    cutoff: int = -1
 
     @property
     def target(self) -> int:
         return int(self.candidates[self.target_pos])
 
 
-def split_last(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(history rows, last row per user) of a train table, ordered by time (ties by row order)."""
+def split_tail(train: pd.DataFrame, n_tail: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(prefix rows, the last ``n_tail`` rows per user) of a train table, ordered by time (ties by row order)."""
+    if n_tail < 1:
+        raise ValueError(f"n_tail must be >= 1, got {n_tail}")
     df = chronological(train)
-    last = df.groupby("user_idx", sort=False).tail(1)
-    return df.drop(index=last.index), last
+    tail = df.groupby("user_idx", sort=False).tail(int(n_tail))
+    return df.drop(index=tail.index), tail
+
+
+def split_last(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history rows, last row per user) of a train table: :func:`split_tail` with one row."""
+    return split_tail(train, 1)
 
 
 def build_examples(dataset, train: pd.DataFrame, n_candidates: int = 20, max_users: int | None = None,
-                   seed: int = 0, retriever_factory=None) -> list[RankExample]:
-    """LlamaRec training examples from the train interactions alone.
+                   seed: int = 0, retriever_factory=None, cutoffs_per_user: int = 1,
+                   max_examples: int | None = None) -> list[RankExample]:
+    """LlamaRec training examples from the train interactions alone, at several cut-offs per user.
+
+    A user's last ``cutoffs_per_user`` train items are the targets: cut-off j has history = every
+    train item before it, target = that item (a cut-off needs at least one history item). The
+    retriever is fitted on the train rows BEFORE each user's first cut-off, so, as at test time,
+    it has never seen any pair it is asked about (later cut-offs show it earlier targets as history,
+    which a served retriever also reads without having been trained on them).
 
     Args:
         dataset: the ``Dataset`` (its ``meta`` sizes the retriever; no interactions are read from it).
         train: train interactions (``user_idx, item_idx, timestamp``); valid/test are never passed in.
         n_candidates: C, candidates per prompt (ground truth + C-1 retrieved negatives), <= 26 letters.
         max_users: seeded sample of eligible users (None = all users with >= 2 train items).
-        seed: seeds the user sample and each user's shuffle.
+        seed: seeds the user sample, the example sample and each example's shuffle.
         retriever_factory: ``meta -> model`` with ``fit(dataset, split)`` / ``score(History) -> (B, N)``;
             default ItemKNN(k=100, shrink=10), the retriever of the LlamaRec evaluation.
+        cutoffs_per_user: targets per user, counted back from the last train item (1 = LlamaRec's one).
+        max_examples: seeded sample of the examples (None = all), to fit a CPU budget.
     Returns:
-        one ``RankExample`` per sampled user, sorted by user_idx.
+        ``RankExample``s sorted by (user_idx, cutoff).
     """
     import torch
 
     if not 2 <= n_candidates <= len(LABELS):
         raise ValueError(f"n_candidates must be in [2, {len(LABELS)}] (one letter each), got {n_candidates}")
-    hist_df, last = split_last(train)
-    counts = hist_df.groupby("user_idx").size()
-    users = np.sort(counts.index.to_numpy().astype(np.int64))  # users with >= 1 history item
+    prefix_df, tail_df = split_tail(train, cutoffs_per_user)
+    seqs = {int(u): g["item_idx"].to_numpy(np.int64)
+            for u, g in train.sort_values(["user_idx", "timestamp"], kind="stable").groupby("user_idx")}
+    n_prefix = prefix_df.groupby("user_idx").size()
+    users = np.sort(np.array([u for u, s in seqs.items() if len(s) >= 2], dtype=np.int64))
     if len(users) == 0:
         raise ValueError("no user has 2 or more train interactions: nothing to fine-tune on")
     rng = np.random.default_rng(seed)
     if max_users is not None and 0 < max_users < len(users):
         users = np.sort(rng.choice(users, size=max_users, replace=False))
+    pairs = []  # (user, cut-off position in the user's train sequence)
+    for u in users:
+        first = max(1, int(n_prefix.get(u, 0)))  # at least one history item
+        pairs += [(int(u), t) for t in range(first, len(seqs[int(u)]))]
+    if max_examples is not None and 0 < max_examples < len(pairs):
+        pairs = [pairs[i] for i in np.sort(rng.choice(len(pairs), size=max_examples, replace=False))]
     if retriever_factory is None:
         from recsys.models.itemknn import ItemKNN
 
         retriever_factory = ItemKNN
     empty = train.iloc[:0]
-    retriever = retriever_factory(dataset.meta).fit(dataset, Split(name="finetune", train=hist_df, valid=empty, test=empty))
-    hist = History.from_interactions(hist_df, users)
-    target = last.set_index("user_idx").loc[users, "item_idx"].to_numpy().astype(np.int64)
-    with torch.no_grad():
-        scores = retriever.score(hist).float()  # (U, N)
-    n_items = scores.shape[1]
-    if n_candidates - 1 > n_items - 1:
-        raise ValueError(f"{n_candidates} candidates requested from a catalogue of {n_items} items")
+    retriever = retriever_factory(dataset.meta).fit(dataset, Split(name="finetune", train=prefix_df, valid=empty, test=empty))
     out = []
-    for b, u in enumerate(users):
-        s = scores[b].clone()
-        s[hist.of(b)] = -float("inf")  # consumed items are not candidates
-        s[int(target[b])] = -float("inf")  # the target enters once, below
-        neg = torch.topk(s, n_candidates - 1).indices.numpy()
-        cands = np.concatenate([[target[b]], neg]).astype(np.int64)
-        perm = np.random.default_rng([seed, int(u)]).permutation(n_candidates)  # per-user, order-independent
-        cands = cands[perm]
-        out.append(RankExample(int(u), hist.of(b).numpy(), cands, int(np.flatnonzero(perm == 0)[0])))
+    for s in range(0, len(pairs), 512):  # (512, N) score blocks bound memory
+        block = pairs[s : s + 512]
+        hist = History.from_lists([u for u, _ in block], [seqs[u][:t] for u, t in block])
+        with torch.no_grad():
+            scores = retriever.score(hist).float()  # (B, N)
+        if n_candidates > scores.shape[1]:
+            raise ValueError(f"{n_candidates} candidates requested from a catalogue of {scores.shape[1]} items")
+        for b, (u, t) in enumerate(block):
+            target = int(seqs[u][t])
+            sc = scores[b].clone()
+            sc[hist.of(b)] = -float("inf")  # consumed items are not candidates
+            sc[target] = -float("inf")  # the target enters once, below
+            neg = torch.topk(sc, n_candidates - 1).indices.numpy()
+            cands = np.concatenate([[target], neg]).astype(np.int64)
+            back = len(seqs[u]) - 1 - t  # 0 = the last train item: the single-cut-off seed of earlier runs
+            key = [seed, u] if back == 0 else [seed, u, back]
+            perm = np.random.default_rng(key).permutation(n_candidates)  # per example, order-independent
+            out.append(RankExample(u, hist.of(b).numpy(), cands[perm], int(np.flatnonzero(perm == 0)[0]), t))
     return out
 
 

@@ -45,6 +45,26 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
 
 
+def blend_scores(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
+    """(K,) ``blend * z(llm) + (1 - blend) * z(prev)``: the one blend rule (the stage and offline evaluation)."""
+    return blend * _z(llm) + (1.0 - blend) * _z(prev)
+
+
+def previous_scores(scores: np.ndarray) -> np.ndarray:
+    """(K,) the previous stage's scores if they follow the list order, else the list's rank (K, ..., 1).
+
+    Why: a stage may reorder without rescoring (exploration moves rows, keeping their scores);
+    the list order is the previous stage's answer, so blend = 0 must give that order back.
+    """
+    s = np.asarray(scores, np.float64)
+    return s if np.all(np.diff(s) <= 0) else np.arange(len(s), 0, -1, dtype=np.float64)
+
+
+def blend_order(llm: np.ndarray, prev: np.ndarray, blend: float) -> np.ndarray:
+    """(K,) positions best first under :func:`blend_scores` over :func:`previous_scores`; ties keep the list order."""
+    return np.argsort(-blend_scores(llm, previous_scores(prev), blend), kind="stable")
+
+
 class LLMReranker:
     """Pipeline stage: re-rank the top ``top_n`` candidates with an LLM.
 
@@ -192,8 +212,8 @@ class LLMReranker:
             trace["fallbacks"] = [*trace.get("fallbacks", []), f"llm_rerank: no usable LLM output ({fails} parse failures), order kept"]
         if llm is None:  # parse failure everywhere, or nothing to re-order: keep the order
             return Candidates(c.items, c.scores, c.sources, dict(c.features), c.explanations, trace)
-        prev = c.scores[:k]
-        final = self.blend * _z(llm) + (1.0 - self.blend) * _z(prev)
+        prev = previous_scores(c.scores[:k])
+        final = blend_scores(llm, prev, self.blend)
         order = np.argsort(-final, kind="stable")  # ties keep the previous order
         idx = np.concatenate([order, np.arange(k, len(c))])
         new_scores = np.empty(len(c), dtype=np.float32)
