@@ -97,7 +97,7 @@ def build_examples(dataset, train: pd.DataFrame, n_candidates: int = 20, max_use
         raise ValueError(f"n_candidates must be in [2, {len(LABELS)}] (one letter each), got {n_candidates}")
     prefix_df, tail_df = split_tail(train, cutoffs_per_user)
     seqs = {int(u): g["item_idx"].to_numpy(np.int64)
-            for u, g in train.sort_values(["user_idx", "timestamp"], kind="stable").groupby("user_idx")}
+            for u, g in chronological(train).groupby("user_idx")}
     n_prefix = prefix_df.groupby("user_idx").size()
     users = np.sort(np.array([u for u, s in seqs.items() if len(s) >= 2], dtype=np.int64))
     if len(users) == 0:

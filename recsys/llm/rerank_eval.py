@@ -22,7 +22,7 @@ from recsys.core.candidates import Candidates, UserContext
 from recsys.eval.paired import per_user_ndcg
 from recsys.llm.rerank import blend_order
 
-SLOT = "llm_rerank"  # the pipeline YAML's key of the LLM re-rank stage (configs/pipeline/default.yaml)
+SLOT = "llm_rerank"  # the pipeline YAML's key of the LLM re-rank stage (configs/pipeline/untrained.yaml)
 
 
 class StageInput:

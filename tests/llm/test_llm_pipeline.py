@@ -105,7 +105,7 @@ def test_multi_cutoff_examples_never_read_valid_or_test(ml100k, ml100k_split):
 def test_input_is_what_the_configured_pipeline_hands_its_llm_slot(ml100k_dir, ml100k_split):
     from recsys.pipeline.build import build_recommender, compose_serve
 
-    over = ["pipeline=default", f"dataset_dir={ml100k_dir}", "pipeline.stages.exploration=null", "pipeline.sources.content=null"]
+    over = ["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.stages.exploration=null", "pipeline.sources.content=null"]
     cfg = compose_pipeline_cfg(over, "valid")
     assert cfg.pipeline.name == "default" and cfg.history == "valid" and cfg.llm.name == "none"
     assert cfg.pipeline.stages.llm_rerank._target_.endswith("StageInput")
