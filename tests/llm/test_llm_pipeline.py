@@ -107,7 +107,7 @@ def test_input_is_what_the_configured_pipeline_hands_its_llm_slot(ml100k_dir, ml
 
     over = ["pipeline=untrained", f"dataset_dir={ml100k_dir}", "pipeline.stages.exploration=null", "pipeline.sources.content=null"]
     cfg = compose_pipeline_cfg(over, "valid")
-    assert cfg.pipeline.name == "default" and cfg.history == "valid" and cfg.llm.name == "none"
+    assert cfg.pipeline.name == "untrained" and cfg.history == "valid" and cfg.llm.name == "none"
     assert cfg.pipeline.stages.llm_rerank._target_.endswith("StageInput")
     users = np.array([0, 5, 17])
     inp = {h: pipeline_input(over, h, 20, users, progress=False) for h in ("valid", "test")}
@@ -163,7 +163,7 @@ def test_eval_script_end_to_end_with_the_real_smollm2(ml100k_dir, tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "llm_pipeline.json"
-    cmd = [sys.executable, str(root / "scripts" / "eval_llm_pipeline.py"), "--pipeline", "default",
+    cmd = [sys.executable, str(root / "scripts" / "eval_llm_pipeline.py"), "--pipeline", "untrained",
            "--override", f"dataset_dir={ml100k_dir}", "--override", "pipeline.sources.content=null",
            "--n-users", "6", "--grid", "0,0.5,1", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
@@ -172,7 +172,7 @@ def test_eval_script_end_to_end_with_the_real_smollm2(ml100k_dir, tmp_path):
     d = json.loads(out.read_text())
     assert [r["row"] for r in d["rows"]][:2] == ["input", "zero-shot b=1"]
     assert d["chosen_blend"]["zero-shot"] in (0.0, 0.5, 1.0) and d["n_users"] == 6
-    assert d["input"]["test"]["pipeline"] == "default" and d["input"]["valid"]["top_n"] == 20
+    assert d["input"]["test"]["pipeline"] == "untrained" and d["input"]["valid"]["top_n"] == 20
     chosen = d["rows"][2]
     assert chosen["blend"] == d["chosen_blend"]["zero-shot"]
     if chosen["blend"] == 0.0:  # validation switched the stage off: test is the input, exactly
