@@ -152,8 +152,9 @@ def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
         prefix = "val" if stage == "valid" else "test"
         for seed in a.seeds:
             for name, model in models.items():  # the model alone over the full catalogue (its run's own protocol)
-                per_user.setdefault(name, {}).setdefault(stage, []).append(
-                    model_per_user(run_dir(a, model, seed), dataset_dir, stage))
+                if run_dir(a, model, seed).exists():  # a partial reproduction (--steps) may not have trained it
+                    per_user.setdefault(name, {}).setdefault(stage, []).append(
+                        model_per_user(run_dir(a, model, seed), dataset_dir, stage))
             for name, _, ovr in rows:
                 runs = runs_for(seed, ranker if "pipeline=seq_ranked" in ovr else None, str(a.runs), a.dataset)
                 r = evaluate_lists([f"dataset_dir={dataset_dir}", "llm=none", *ovr, *runs], stage, users)
@@ -165,7 +166,7 @@ def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
     # each stage against its input; the ranked and the served pipeline against SASRec (users' means over seeds)
     pairs = [(name, inp) for name, inp, _ in rows] + [(rows[-1][0], "SASRec"), (rows[-2][0], "SASRec")]
     for stage in ("valid", "test"):
-        for new, base in pairs:
+        for new, base in [(n, b) for n, b in pairs if len(per_user.get(b, {}).get(stage, [])) == len(a.seeds)]:
             key = f"{new} vs {base}"
             out["paired"].setdefault(key, {})[stage] = paired(mean_per_user(per_user[new][stage]),
                                                               mean_per_user(per_user[base][stage]))

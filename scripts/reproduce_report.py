@@ -53,10 +53,11 @@ def main_table(data: dict) -> list[str]:
     ranker = pipe.get("ranker")
     seq_t = [r.get("train/time_s", 0.0) for r in train.get("two_tower_seq", {}).values()]
     rank_t = [r.get("train/time_s", r.get("ranker/fit_s", 0.0)) for r in rank.get(ranker, {}).values()]
-    for i, (name, runs) in enumerate((pipe.get("rows") or {}).items()):
+    for name, runs in (pipe.get("rows") or {}).items():
         paired = next((v for k, v in pipe.get("paired", {}).items() if k.startswith(f"{name} vs ") and "SASRec" not in k), None)
-        # end-to-end training: the seq two-tower (+ the ranker behind it from the ranked rows on)
-        t = seq_t if i == 0 else [a + b for a, b in zip(seq_t, rank_t)]
+        # end-to-end training: the seq two-tower (+ the ranker behind it in the rows that have it)
+        ranked = f"+ {RANKER_LABEL.get(ranker, ranker)}" in name
+        t = [a + b for a, b in zip(seq_t, rank_t)] if ranked else seq_t
         lines.append(f"| {name} | {cells(list(runs.values()))} | {delta(paired)} | {seconds(t)} |")
     return lines
 
