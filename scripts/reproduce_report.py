@@ -13,6 +13,7 @@ from pathlib import Path
 MODEL_ROWS = [("pop", "Popularity"), ("itemknn", "ItemKNN"), ("bpr", "BPR-MF"), ("sasrec", "SASRec"),
               ("two_tower", "Two-tower (bag of history)"), ("two_tower_seq", "seq two-tower")]
 RANKER_LABEL = {"seq_dlrm": "DLRM", "seq_dcn": "DCN-v2"}
+NOTES = ("<!-- notes:begin (kept by scripts/reproduce_report.py) -->", "<!-- notes:end -->")
 COLUMNS = [("val NDCG@10", "val/ndcg@10"), ("test NDCG@10", "test/ndcg@10"), ("test Recall@10", "test/recall@10"),
            ("test coverage@10", "test/coverage@10"), ("test ILD@10", "test/ild_category@10")]
 
@@ -174,5 +175,9 @@ def write_report(data: dict, out: Path) -> Path:
               "is evaluated by `scripts/eval_llm_rerank.py --pipeline seq_ranked` once that flag is on this branch; "
               "its rows then join the table above as \"<served row> + LLM re-rank\".", ""]
     path = out / "README.md"
-    path.write_text("\n".join(lines))
+    # the hand-written closing note (what the figures mean, what did not help) survives regeneration
+    old = path.read_text() if path.exists() else ""
+    notes = old[old.index(NOTES[0]):old.index(NOTES[1]) + len(NOTES[1])] if NOTES[0] in old and NOTES[1] in old else \
+        f"{NOTES[0]}\n## Notes\n\n(none yet)\n{NOTES[1]}"
+    path.write_text("\n".join(lines) + "\n" + notes + "\n")
     return path
