@@ -96,7 +96,7 @@ def train(a, experiment: str, seed: int, extra: list[str], logs: Path) -> tuple[
 
 def step_train(a, rec: Recorder, logs: Path) -> None:
     results = rec.data.setdefault("train", {})
-    for model in MODELS:
+    for model in a.models:
         for seed in a.seeds:
             extra = QUICK if a.quick else EPOCHS.get(model, [])
             m, wall = train(a, model, seed, extra, logs)
@@ -107,7 +107,7 @@ def step_train(a, rec: Recorder, logs: Path) -> None:
 
 def step_rank(a, rec: Recorder, logs: Path) -> None:
     results = rec.data.setdefault("rank", {})
-    for ranker in RANKERS:
+    for ranker in a.rankers:
         for seed in a.seeds:
             extra = QUICK + QUICK_RANK if a.quick else []
             m, wall = train(a, ranker, seed, extra, logs)
@@ -195,6 +195,8 @@ def parse(argv=None):
     p.add_argument("--dataset", default="ml100k", help="experiment group configs/experiment/<name>/")
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "ml100k", help="README.md, plots and reproduce.json")
     p.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
+    p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="the single-model rows to train")
+    p.add_argument("--rankers", nargs="+", default=RANKERS, choices=RANKERS, help="the rankers to train (the served one: best on validation)")
     p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA", ROOT / "data")),
                    help="paths.data_dir of every command (RECSYS_DATA)")
@@ -218,7 +220,7 @@ def main(argv=None) -> dict:
     a.logs.mkdir(parents=True, exist_ok=True)
     rec = Recorder(a.out / "reproduce.json", fresh=a.steps == STEPS)
     if "train" in a.steps or "settings" not in rec.data:
-        rec.data["settings"] = {"seeds": a.seeds, "quick": a.quick, "gpu": a.gpu, "dataset": a.dataset,
+        rec.data["settings"] = {"seeds": a.seeds, "models": a.models, "rankers": a.rankers, "quick": a.quick, "gpu": a.gpu, "dataset": a.dataset,
                                 "epochs": QUICK if a.quick else EPOCHS, "command": " ".join(
                                     ["python scripts/reproduce_ml100k.py", *(sys.argv[1:] if argv is None else argv)])}
         rec.data["hardware"] = hardware()
