@@ -86,11 +86,35 @@ def metrics_of(path: Path) -> dict:
     return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def train(a, experiment: str, seed: int, extra: list[str], logs: Path) -> tuple[dict, float]:
-    """``python -m recsys.train experiment=<dataset>/<experiment> seed=<seed>`` -> (its metrics.json, wall s of this call)."""
-    cmd = [PY, "-m", "recsys.train", f"experiment={a.dataset}/{experiment}", f"seed={seed}", *COMMON, *extra]
-    cmd += ["trainer=gpu"] if a.gpu else []
-    wall = sh(cmd, logs / f"{experiment}-seed{seed}.log")
+def completed(a, overrides: list[str]) -> bool:
+    """Whether the stable run of these ``recsys.train`` overrides is a completed run of the same identity
+    (``recsys.utils.run_identity``): the rankers are fitted recommenders, which ``recsys.train`` fits again
+    (no checkpoint to resume), so a rerun of this script skips them when they finished before."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from recsys.utils.artifacts import hash_of
+    from recsys.utils.run_identity import identity_config
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    prov = a.runs / str(cfg.run_name) / "provenance.json"
+    if not prov.is_file():
+        return False
+    rec = json.loads(prov.read_text())
+    return rec.get("extra", {}).get("status") == "complete" and rec.get("config_hash") == hash_of(identity_config(cfg))
+
+
+def train(a, experiment: str, seed: int, extra: list[str], logs: Path, reuse: bool = False) -> tuple[dict, float]:
+    """``python -m recsys.train experiment=<dataset>/<experiment> seed=<seed>`` -> (its metrics.json, wall s of this call).
+
+    ``reuse``: a completed run of the same identity is read, not run again (fitted recommenders)."""
+    overrides = [f"experiment={a.dataset}/{experiment}", f"seed={seed}", *COMMON, *extra] + (["trainer=gpu"] if a.gpu else [])
+    if reuse and completed(a, overrides):
+        print(f"{experiment} seed {seed}: completed before, reused", flush=True)
+        return metrics_of(run_dir(a, experiment.split("/")[-1], seed)), 0.0
+    wall = sh([PY, "-m", "recsys.train", *overrides], logs / f"{experiment}-seed{seed}.log")
     return metrics_of(run_dir(a, experiment.split("/")[-1], seed)), wall
 
 
@@ -110,7 +134,7 @@ def step_rank(a, rec: Recorder, logs: Path) -> None:
     for ranker in a.rankers:
         for seed in a.seeds:
             extra = QUICK + QUICK_RANK if a.quick else []
-            m, wall = train(a, ranker, seed, extra, logs)
+            m, wall = train(a, ranker, seed, extra, logs, reuse=True)
             prov = json.loads((run_dir(a, ranker, seed) / "model" / "provenance.json").read_text())
             results.setdefault(ranker, {})[str(seed)] = m | {"call_s": wall, **prov["extra"].get("fit_stats", {})}
             rec.save()
@@ -198,8 +222,9 @@ def parse(argv=None):
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="the single-model rows to train")
     p.add_argument("--rankers", nargs="+", default=RANKERS, choices=RANKERS, help="the rankers to train (the served one: best on validation)")
     p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA", ROOT / "data")),
-                   help="paths.data_dir of every command (RECSYS_DATA)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="paths.data_dir of every command (sets RECSYS_DATA; default: RECSYS_DATA, else ./data). "
+                        "It is part of every run's identity: runs trained with another data_dir are not reused")
     a = p.parse_args(argv)
     # the runs go where `python -m recsys.train` puts them (RECSYS_OUTPUTS, else ./outputs); --quick runs go
     # under --out unless RECSYS_OUTPUTS says otherwise, so they never become the stable names the real runs use
@@ -216,7 +241,12 @@ def main(argv=None) -> dict:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-    os.environ["RECSYS_DATA"], os.environ["RECSYS_OUTPUTS"] = str(a.data_dir), str(a.outputs)  # every subprocess's roots
+    # every subprocess's roots; left alone by default, so the runs are the ones `python -m recsys.train` makes
+    # from the repository root (their data_dir is part of their identity)
+    if a.data_dir is not None:
+        os.environ["RECSYS_DATA"] = str(a.data_dir)
+    if a.quick or "RECSYS_OUTPUTS" in os.environ:
+        os.environ["RECSYS_OUTPUTS"] = str(a.outputs)
     a.logs.mkdir(parents=True, exist_ok=True)
     rec = Recorder(a.out / "reproduce.json", fresh=a.steps == STEPS)
     if "train" in a.steps or "settings" not in rec.data:
@@ -224,7 +254,7 @@ def main(argv=None) -> dict:
                                 "epochs": QUICK if a.quick else EPOCHS, "command": " ".join(
                                     ["python scripts/reproduce_ml100k.py", *(sys.argv[1:] if argv is None else argv)])}
         rec.data["hardware"] = hardware()
-    dataset_dir = a.data_dir / a.dataset
+    dataset_dir = Path(os.environ.get("RECSYS_DATA", ROOT / "data")) / a.dataset
     t_all = time.perf_counter()
     for step in [s for s in STEPS if s in a.steps]:
         t0 = time.perf_counter()
