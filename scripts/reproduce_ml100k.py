@@ -13,10 +13,12 @@ is reused (a rerun only evaluates). Steps (each timed; ``<out>/reproduce.json`` 
 3. ``index``     -- ``python -m recsys.index`` (IVF-Flat) on each seed's sequential two-tower run;
 4. ``rank``      -- the DLRM and DCN-v2 rankers behind each seed's sequential two-tower
                     (``experiment=ml100k/seq_dlrm``, ``seq_dcn``); the served one is chosen on validation;
-5. ``pipeline``  -- the served pipeline stage by stage, validation and test, every seed:
+5. ``strengths`` -- ``scripts/sweep_pipeline_strengths.py`` on the first seed (validation only): the
+                    accuracy cost of filters, MMR, category cap and exploration by strength, the chosen
+                    defaults (copied into configs/pipeline/seq_ranked.yaml by hand, then served);
+6. ``pipeline``  -- the served pipeline stage by stage, validation and test, every seed:
                     seq two-tower -> "+ merged sources" -> "+ <ranker>" -> "+ filters, MMR, cap, exploration"
                     (``configs/pipeline/seq_ranked.yaml`` as served), per-user NDCG@10 for paired tests;
-6. ``strengths`` -- ``scripts/sweep_pipeline_strengths.py`` on the first seed (validation only);
 7. ``report``    -- ``experiments/ml100k/README.md`` + plots (``scripts/reproduce_report.py``).
 
 The LLM rows (the LLM re-rank of the served pipeline's top 20) are not run here yet: see the README's
@@ -36,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 PY = sys.executable
-STEPS = ["prepare", "train", "index", "rank", "pipeline", "strengths", "report"]
+STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
 MODELS = ["pop", "itemknn", "bpr", "sasrec", "two_tower", "two_tower_seq"]
 RANKERS = ["seq_dlrm", "seq_dcn"]
 # the sequential two-tower is trained for at most 40 epochs (its config allows 100 with patience 10;
@@ -270,6 +272,9 @@ def main(argv=None) -> dict:
         elif step == "rank":
             step_rank(a, rec, a.logs)
         elif step == "pipeline":
+            sweep = a.out / "pipeline_strengths.json"
+            if "strengths" not in rec.data and sweep.exists():  # the sweep's last output (step not run now)
+                rec.data["strengths"] = json.loads(sweep.read_text())
             step_pipeline(a, rec, dataset_dir)
         elif step == "strengths":
             out = a.out / "pipeline_strengths"
