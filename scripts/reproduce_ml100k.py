@@ -160,7 +160,8 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
     return [
         (merged, "seq two-tower", ["pipeline=seq_two_tower", *off(*FILTERS, *DIVERSIFY)]),
         (ranked, merged, ["pipeline=seq_ranked", *off(*FILTERS, *DIVERSIFY)]),
-        (f"{ranked} + filters, MMR, cap, exploration (served: pipeline=seq_ranked)", ranked, ["pipeline=seq_ranked"]),
+        # seq_ranked.yaml's stages as served (exploration is off there: chosen on validation)
+        (f"{ranked} + filters, MMR, cap (served: pipeline=seq_ranked)", ranked, ["pipeline=seq_ranked"]),
     ]
 
 
@@ -189,8 +190,8 @@ def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
                 print(f"{name} seed {seed} {stage}: ndcg@10 {r['metrics'][prefix + '/ndcg@10']:.4f}", flush=True)
             rec.data["pipeline"] = out
             rec.save()
-    # each stage against its input; the ranked and the served pipeline against SASRec (users' means over seeds)
-    pairs = [(name, inp) for name, inp, _ in rows] + [(rows[-1][0], "SASRec"), (rows[-2][0], "SASRec")]
+    # each stage against its input; the ranked and the served pipeline against the single models (users' means over seeds)
+    pairs = [(name, inp) for name, inp, _ in rows] + [(rows[i][0], m) for m in models for i in (-2, -1)]
     for stage in ("valid", "test"):
         for new, base in [(n, b) for n, b in pairs if len(per_user.get(b, {}).get(stage, [])) == len(a.seeds)]:
             key = f"{new} vs {base}"
@@ -287,6 +288,7 @@ def main(argv=None) -> dict:
         elif step == "report":
             from reproduce_report import write_report
 
+            rec.data["total_s"] = sum(v for k, v in rec.data["steps"].items() if k != "report")
             write_report(rec.data, a.out)
         rec.step(step, time.perf_counter() - t0)
         print(f"== {step}: {time.perf_counter() - t0:.0f} s", flush=True)
