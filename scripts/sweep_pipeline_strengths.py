@@ -36,12 +36,35 @@ METRICS = [("NDCG@10", "ndcg@10"), ("recall@10", "recall@10"), ("coverage@10", "
            ("novelty@10", "novelty@10")]
 
 
+def render(value) -> str:
+    """A plain value as a Hydra override value (dicts and lists in its grammar, strings quoted)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{render(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(render(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def stage_nodes() -> dict:
+    """The diversifying stages' nodes as seq_ranked's parent pipeline (seq_two_tower.yaml) declares them:
+    a stage seq_ranked switches off (null) comes back from here when the sweep turns it on."""
+    from omegaconf import OmegaConf
+
+    from recsys.pipeline.build import compose_serve
+
+    stages = compose_serve(["pipeline=seq_two_tower"]).pipeline.stages
+    return {s: OmegaConf.to_container(stages[s]) for s in KNOBS}
+
+
 def variants() -> dict[str, tuple[str, object, list[str]]]:
     """name -> (stage, strength, overrides on top of the base, which has every diversifying stage off)."""
     out = {"none (ranked + filters)": ("none", None, []), "filters off": ("filters", "off", off(*FILTERS))}
+    nodes = stage_nodes()
     for stage, (key, strengths) in KNOBS.items():
         for v in strengths:
-            out[f"{stage} {key}={v}"] = (stage, v, [f"pipeline.stages.{stage}.{key}={v}"])
+            out[f"{stage} {key}={v}"] = (stage, v, [f"pipeline.stages.{stage}={render({**nodes[stage], key: v})}"])
     return out
 
 
@@ -96,7 +119,7 @@ def main(argv=None) -> int:
     base = ["pipeline=seq_ranked", f"dataset_dir={a.dataset_dir}", "llm=none", *runs_for(a.seed, a.ranker, a.runs_root), *off(*DIVERSIFY)]
     results, specs, t0 = {}, variants(), time.time()
     for name, (stage, value, ovr) in specs.items():
-        # a knob's stage back on at this strength (its other arguments: seq_ranked.yaml's)
+        # a knob's stage back on at this strength (its other arguments: seq_two_tower.yaml's)
         on = [o for o in base if not o.startswith(f"pipeline.stages.{stage}=")]
         m = evaluate_lists([*on, *ovr], "valid", a.max_users)["metrics"]
         results[name] = {key: m[f"val/{key}"] for _, key in METRICS} | {"n_users": m["val/n_users"]}
