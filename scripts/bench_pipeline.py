@@ -4,13 +4,16 @@
         --llm-requests 10 --report experiments/benchmarks.md
 
 Path measured per request (one thread, sequential requests):
-  context (history, demographics) -> ANN source (FAISS IVF-Flat over item
-  embeddings, user vector = mean of the last 20 history items) + trending
+  context (history, demographics) -> ANN source (FAISS IVF-Flat; ``--retriever seq_two_tower``
+  (default): the sequential two-tower of configs/model/two_tower_seq.yaml, its causal Transformer
+  user tower over the last 50 items at request time and the index over its item tower's vectors,
+  as configs/pipeline/seq_ranked.yaml serves it; ``content``: item factors, user vector = mean of
+  the last 20 history items) + trending
   popularity source -> RRF merge (~1,000) -> DLRM ranker (torchrec EBC, the
   ranker's feature contract on the top 200, ~1,000 -> 100) -> filters (availability, age, consumed, negative,
   constraints) -> MMR (100 -> 20) -> category cap -> Thompson exploration.
-Item embeddings are the generator's latent factors (D=64) and the DLRM has
-untrained weights: latency does not depend on what the weights learned.
+Item embeddings are the generator's latent factors (D=64) or the two-tower's item tower (D=64);
+the two-tower and the DLRM have untrained weights: latency does not depend on what they learned.
 The LLM variant appends ``LLMReranker`` (SmolLM2-135M, transformers, CPU) to
 the same pipeline for a few requests.
 """
@@ -28,10 +31,33 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+ROOT = Path(__file__).resolve().parents[1]
 MARK_BEGIN, MARK_END = "<!-- bench_pipeline:begin -->", "<!-- bench_pipeline:end -->"
 
 
-def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int, seed: int):
+def seq_two_tower(items, users, meta, n_items: int, seed: int):
+    """An (untrained) sequential two-tower over the synthetic tables, the recipe of configs/model/two_tower_seq.yaml
+    (read from there), and its item tower's (N, D) vectors."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from recsys.models.lit_two_tower import LitTwoTower
+    from recsys.models.two_tower_features import ItemFeatures, UserFeatures
+
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "two_tower_seq.yaml").module)
+    base = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "two_tower.yaml").module)
+    args = {k: v for k, v in {**base, **recipe}.items() if k != "_target_"}
+    args["use_text"] = False  # the synthetic catalogue has no text embeddings
+    torch.manual_seed(seed)
+    model = LitTwoTower(meta, item_features=ItemFeatures.from_tables(items, meta),
+                        user_features=UserFeatures.from_tables(users, meta, features=["gender", "occupation", "age_bucket"]),
+                        **args).eval()
+    with torch.no_grad():
+        emb = model.item_embeddings().detach().cpu().numpy().astype(np.float32)  # (N, D)
+    return model, emb
+
+
+def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int, seed: int, retriever: str = "seq_two_tower"):
     import pandas as pd
     import pyarrow.parquet as pq
     import torch
@@ -50,7 +76,7 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     from recsys.ranking.features import FeatureSpec, RankerFeatures, dense_names
     from recsys.retrieval.index import ItemIndex
     from recsys.retrieval.merge import CandidateMerger
-    from recsys.retrieval.sources import ContentSource, PopularitySource
+    from recsys.retrieval.sources import ContentSource, PopularitySource, TwoTowerSource
 
     raw = data_dir / f"synthetic-bench-{n_items}-{n_users}-{n_inter}-s{seed}"
     timings = {}
@@ -68,19 +94,26 @@ def build(data_dir: Path, n_items: int, n_users: int, n_inter: int, nprobe: int,
     catalog = ItemCatalog.from_items(items, embeddings=emb, popularity=pop)
     contexts = ContextBuilder(inter, users, negative_threshold=2.0)
     timings["load_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    index = ItemIndex("ivf_flat", nlist=4096, nprobe=nprobe, device="cpu", seed=seed).build(catalog.embeddings)
-    timings["index_build_s"] = time.perf_counter() - t
-    sources = {"ann": ContentSource(catalog.embeddings, index=index, name="ann"),
-               "popularity": PopularitySource(inter, n_items, name="popularity")}
-    merger = CandidateMerger(caps={"ann": 700, "popularity": 300})
-    torch.manual_seed(seed)
-    # the ranker's feature contract on the synthetic tables (its ItemKNN attention features need an
-    # N x N fit, so they are off here; attention uses the item factors as the item embedding)
     vocab = {c: sorted(set(map(str, t[c]))) for t, c in ((users, "gender"), (users, "occupation"), (users, "age_bucket"),
                                                       (items, "year_bucket")) if c in t.columns}
     vocab["categories"] = list(catalog.categories)
     meta = DatasetMeta("synthetic-bench", len(users), n_items, len(inter), vocabularies=vocab)
+    t = time.perf_counter()
+    if retriever == "seq_two_tower":
+        model, vectors = seq_two_tower(items, users, meta, n_items, seed)
+        timings["item_tower_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+    else:
+        vectors = catalog.embeddings
+    index = ItemIndex("ivf_flat", nlist=4096, nprobe=nprobe, device="cpu", seed=seed).build(vectors)
+    timings["index_build_s"] = time.perf_counter() - t
+    ann = (TwoTowerSource(model, index, name="two_tower") if retriever == "seq_two_tower"
+           else ContentSource(catalog.embeddings, index=index, name="ann"))
+    sources = {ann.name: ann, "popularity": PopularitySource(inter, n_items, name="popularity")}
+    merger = CandidateMerger(caps={ann.name: 700, "popularity": 300})
+    torch.manual_seed(seed)
+    # the ranker's feature contract on the synthetic tables (its ItemKNN attention features need an
+    # N x N fit, so they are off here; attention uses the item factors as the item embedding)
     spec = FeatureSpec(sources=list(sources), dense=[f for f in dense_names(sources) if not f.startswith("att_knn")])
     t = time.perf_counter()
     features = RankerFeatures(spec, Dataset(inter, items, users, meta), inter, text_emb=emb)
@@ -125,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--retriever", choices=["seq_two_tower", "content"], default="seq_two_tower",
+                    help="the ANN source: the sequential two-tower (served by seq_ranked) or item factors + mean user vector")
     ap.add_argument("--llm-requests", type=int, default=0, help="also time this many requests with the LLM re-rank stage")
     ap.add_argument("--data-dir", default=os.environ.get("RECSYS_DATA", "data") + "/raw")
     ap.add_argument("--seed", type=int, default=0)
@@ -135,7 +170,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     pipe, contexts, items, inter, timings = build(Path(args.data_dir), args.items, args.users, args.interactions,
-                                                  args.nprobe, args.seed)
+                                                  args.nprobe, args.seed, args.retriever)
     active = np.unique(inter["user_idx"].to_numpy())
     rng = np.random.default_rng(args.seed)
     measure(pipe, contexts, rng.choice(active, args.warmup), "warmup")

@@ -121,7 +121,8 @@ def build_pipeline(cfg, **objects) -> Pipeline:
     so YAML holds only hyper-parameters and data-derived objects are built once, in code.
     Each ``artifacts.<name>`` entry (a trained model loaded from a run directory) is
     built first and joins ``objects`` under its name, so a source or stage receives it
-    by naming it.
+    by naming it. A missing run (FileNotFoundError) is re-raised with the config's ``journey``
+    (the commands that train and index its runs, in order) when it declares one.
     """
     from omegaconf import DictConfig, OmegaConf
 
@@ -136,8 +137,16 @@ def build_pipeline(cfg, **objects) -> Pipeline:
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
+    journey = list(cfg.get("journey") or [])  # the commands that make the config's trained runs, in order
     for name, node in (cfg.get("artifacts") or {}).items():
-        objects[name] = make(node)
+        try:
+            objects[name] = make(node)
+        except FileNotFoundError as e:  # a run not trained yet: say the whole way there, not one step
+            if not journey:
+                raise
+            steps = "\n  ".join(journey)
+            raise FileNotFoundError(f"{e}\npipeline {cfg.get('name')!r} (artifact {name!r}) serves trained runs; "
+                                    f"from nothing, run in order:\n  {steps}") from e
     sources = {n: make(s) for n, s in (cfg.get("sources") or {}).items()}
     stages = {n: make(s) for n, s in (cfg.get("stages") or {}).items()}
     merger = make(cfg.merger) if cfg.get("merger") is not None else CandidateMerger()

@@ -86,20 +86,21 @@ def load_ranker(directory: str | Path, dataset_dir: str | Path, rebuild: str = R
 
 
 def load_ranker_run(run_dir: str | Path, dataset_dir: str | Path, two_tower_run: str | Path | None = None,
-                    two_tower_checkpoint: str = "best") -> SavedRanker:
+                    two_tower_checkpoint: str = "best", rebuild: str = REBUILD) -> SavedRanker:
     """The ranker of a ``recsys.train`` run (``<run>/model/``; the run directory or its stable name),
     checked as :func:`load_ranker` does and, with ``two_tower_run``, against the served two-tower:
     the file ``load_two_tower_run(two_tower_run, ..., two_tower_checkpoint)`` loads must be the one
-    (hash) the ranker recorded as its parent, since its two-tower score and rank features came from it."""
+    (hash) the ranker recorded as its parent, since its two-tower score and rank features came from it.
+    ``rebuild``: the training command an error names when the run has none recorded (its experiment)."""
     from recsys.ranking.candidates import two_tower_checkpoint as checkpoint_of
     from recsys.utils import run_dir as R
 
     named = Path(run_dir)
     if not named.exists():
-        raise FileNotFoundError(f"{named}: no ranker run; train one behind the served two-tower run with `{REBUILD}`")
+        raise FileNotFoundError(f"{named}: no ranker run; train one behind the served two-tower run with `{rebuild}`")
     run = R.resolve_run(named)
     recorded = read_provenance(run).extra.get("command") if (run / "provenance.json").is_file() else None
-    rebuild = recorded or REBUILD
+    rebuild = recorded or rebuild
     saved = load_ranker(run / "model", dataset_dir, rebuild)
     log.info("ranker %s (trained behind the two-tower checkpoint %s)", run, saved.provenance.parent)
     if two_tower_run is None:
