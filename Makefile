@@ -2,7 +2,7 @@
 #   make run    set up, prepare MovieLens-100K, train and evaluate the two-tower on CPU
 #   make test   set up and run the test suite, the README's journeys included (what CI runs: .ci/run)
 # and one more:
-#   make serve  make run, then index the run and serve it on 127.0.0.1:8000 (Ctrl-C stops it)
+#   make serve  train, index and serve the default pipeline (seq two-tower + DLRM) on 127.0.0.1:8000
 # Overrides: make run TRAIN_ARGS="trainer.max_epochs=2"   make serve SERVE_ARGS="port=8080 llm=smollm2"
 PY ?= python3
 VENV ?= .venv
@@ -40,11 +40,14 @@ setup: $(STAMP)
 run: setup
 	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.train experiment=ml100k/two_tower $(TRAIN_ARGS)
 
-# The README's "from nothing to a served trained pipeline": a finished run is reused (same config),
-# the index is rebuilt from its best checkpoint (seconds), then the server runs in the foreground.
-serve: run
-	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.index run=$(RUNS)/ml100k-two_tower-seed42 index=ivf_flat
-	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.serve pipeline=two_tower $(SERVE_ARGS)
+# The serving default (configs/pipeline/seq_ranked.yaml's journey): the sequential two-tower, its
+# index, the DLRM ranker trained behind it, then the server in the foreground. Finished runs are
+# reused (same config); the index is rebuilt from the best checkpoint (seconds).
+serve: setup
+	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.train experiment=ml100k/two_tower_seq $(TRAIN_ARGS)
+	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.index run=$(RUNS)/ml100k-two_tower_seq-seed42 index=ivf_flat
+	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.train experiment=ml100k/seq_dlrm $(TRAIN_ARGS)
+	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(BIN)/python -m recsys.serve $(SERVE_ARGS)
 
 baselines: setup
 	$(BIN)/python scripts/run_baselines.py

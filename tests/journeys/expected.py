@@ -75,5 +75,6 @@ class Served:
     first_stage: str | None    # /health "stages"[0], when the pipeline has a trained stage in front
 
 
-MAKE_SERVE = Served(reused=(TWO_TOWER,), indexed=TWO_TOWER, pipeline="two_tower", sources=("two_tower",),
-                    first_stage=None)
+SEQ_TWO_TOWER = "ml100k-two_tower_seq-seed42"
+MAKE_SERVE = Served(reused=(), indexed=SEQ_TWO_TOWER, pipeline="seq_ranked", sources=("two_tower",),
+                    first_stage="ranker")
