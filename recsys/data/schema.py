@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.core.errors import UserError
+
 INTERACTION_COLUMNS = ("user_idx", "item_idx", "timestamp", "value")
 ITEM_COLUMNS = ("item_idx", "item_id", "title", "year", "categories", "text", "available", "age_rating")
 USER_COLUMNS = ("user_idx", "user_id")
@@ -41,7 +43,7 @@ SPLIT_PARTS = ("train", "valid", "test")
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file (and line, where there is one)."""
 
 

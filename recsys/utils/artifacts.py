@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from recsys.core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 HASH_CHARS = 12
@@ -32,7 +34,7 @@ PROVENANCE_FILE = "provenance.json"
 CHECKPOINT_KEY = "recsys_provenance"
 
 
-class ProvenanceError(RuntimeError):
+class ProvenanceError(UserError, RuntimeError):
     """Two artifacts that do not belong together (or one whose record is missing)."""
 
 
