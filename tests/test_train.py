@@ -57,7 +57,7 @@ RANKER_STEPS = ["model.module.retriever_run=null", "model.module.max_train_users
 def test_every_experiment_runs_a_few_steps(experiment, tmp_path, ml100k_data_root):
     from recsys.train import run
 
-    ranker = experiment.endswith(("/dlrm", "/dcn"))
+    ranker = experiment.endswith(("/dlrm", "/dcn", "/seq_dlrm", "/seq_dcn"))
     cfg = compose_train(_fast([f"experiment={experiment}", *(RANKER_STEPS if ranker else [])]), tmp_path / "run",
                         ml100k_data_root)
     metrics, artifacts = run(cfg)

@@ -109,7 +109,7 @@ def test_the_index_entry_point_reports_a_missing_gpu_in_one_line(monkeypatch):
     monkeypatch.setattr(entry, "run", no_gpu)
     with pytest.raises(SystemExit) as exit_:
         entry.main(OmegaConf.create({}))  # hydra.main passes a given config straight to the function
-    assert str(exit_.value).startswith("recsys.index: index.device=cuda but faiss sees no GPU")
+    assert str(exit_.value).startswith("recsys.index: NoGpuIndexError: index.device=cuda but faiss sees no GPU")
 
 
 def test_index_json_records_where_it_was_built(tmp_path, caplog):

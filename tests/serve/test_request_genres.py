@@ -49,6 +49,6 @@ def test_known_genres_in_any_case_are_accepted(served):
 
 def test_a_conversation_without_a_known_genre_asks_with_the_valid_genres(served):
     client, state = served
-    r = client.post("/conversation", json={"session_id": "typo", "message": "a horor flick"})
+    r = client.post("/conversation", json={"session_id": "typo", "message": "some telenovela please"})
     assert r.status_code == 200 and r.json()["recommendation"] is None
     assert all(g in r.json()["question"] for g in state.recommender.catalog.categories)
