@@ -271,35 +271,50 @@ class Explainer:
         years = self.items["year"] if "year" in self.items else [-1] * len(self.items)
         self._years = [int(y) if y is not None and not pd.isna(y) else -1 for y in years]
         self._cats = [[c for c in map(safe_title, cs) if c] if cs is not None else [] for cs in self.items["categories"]]
-        self._cat_sets = [set(cs) for cs in self._cats]
+        # genres as bit masks: the history scan below is one AND per history item, not a set per genre
+        bit = {c: 1 << j for j, c in enumerate(sorted({c for cs in self._cats for c in cs}))}
+        self._cat_masks = [sum(bit[c] for c in set(cs)) for cs in self._cats]
+        self._bit = bit
 
-    def facts(self, ctx: UserContext, item: int, source: str | None = None) -> Facts:
-        """The facts of one item for this user; only liked history items are cited (never a dislike)."""
-        from recsys.retrieval.sources import positive_history
+    def facts(self, ctx: UserContext, item: int, source: str | None = None,
+              _user: tuple[set[int], list[int]] | None = None) -> Facts:
+        """The facts of one item for this user; only liked history items are cited (never a dislike).
 
+        ``_user``: ``self._user_part(ctx)``, computed once per user by ``explain_batch`` (not per item).
+        """
         item = int(item)
         cats = self._cats[item]
         first = str(source).split("+")[0] if source else None
         f = Facts(self._titles[item], self._years[item], list(cats), source=SOURCE_PHRASES.get(first))
-        asked = set(np.asarray(ctx.session, np.int64).tolist())
-        hist = positive_history(ctx)[::-1]
-        shared: list[str] = []
+        asked, hist = _user if _user is not None else self._user_part(ctx)
+        shared = self._cat_masks[item]  # the genres every cited film shares with the item so far
+        masks, titles = self._cat_masks, self._titles
         for from_session in (True, False):  # the session's references first: they are this request
-            for h in hist.tolist():  # most recent first
+            if not shared:
+                break
+            for h in hist:  # most recent first
                 if len(f.related_titles) + len(f.asked_titles) >= self.max_related or (not from_session and f.asked_titles):
                     break
-                if h == item or not self._titles[h] or (h in asked) != from_session:  # a withheld title is never cited
+                if h == item or not titles[h] or (h in asked) != from_session:  # a withheld title is never cited
                     continue
-                common = [c for c in cats if c in self._cat_sets[h] and (not shared or c in shared)]
+                common = masks[h] & shared
                 if common:  # every genre stated is shared by EACH cited film and the item
-                    (f.asked_titles if from_session else f.related_titles).append(self._titles[h])
+                    (f.asked_titles if from_session else f.related_titles).append(titles[h])
                     if not from_session:
                         f.related_years.append(self._years[h])
                     shared = common
-        f.shared_categories = shared
+        cited = f.asked_titles or f.related_titles
+        f.shared_categories = [c for c in cats if self._bit[c] & shared] if cited else []
         if self.popularity is not None:
             f.popularity = int(self.popularity[int(item)])
         return f
+
+    @staticmethod
+    def _user_part(ctx: UserContext) -> tuple[set[int], list[int]]:
+        """(the session's items, the liked history + session most recent first): what ``facts`` cites."""
+        from recsys.retrieval.sources import positive_history
+
+        return set(np.asarray(ctx.session, np.int64).tolist()), positive_history(ctx)[::-1].tolist()
 
     def __call__(self, ctx: UserContext, cands: Candidates) -> Candidates:
         return self.explain_batch([ctx], [cands])[0]
@@ -307,7 +322,9 @@ class Explainer:
     def explain_batch(self, ctxs: list[UserContext], cands_list: list[Candidates]) -> list[Candidates]:
         """One backend call for every (user, item) pair in the batch."""
         t0 = time.perf_counter()
-        facts = [[self.facts(ctx, it, src) for it, src in zip(c.items, c.sources)] for ctx, c in zip(ctxs, cands_list)]
+        users = [self._user_part(ctx) for ctx in ctxs]
+        facts = [[self.facts(ctx, it, src, u) for it, src in zip(c.items.tolist(), c.sources)]
+                 for ctx, c, u in zip(ctxs, cands_list, users)]
         # an item whose title was withheld is explained by template only: the LLM never sees it
         jobs = [(b, i) for b, c in enumerate(cands_list) for i in range(min(self.top_k, len(c))) if facts[b][i].title]
         texts: list[str] = []
