@@ -26,6 +26,7 @@ class CandidateMerger:
                  weights: dict[str, float] | None = None, rrf_k: float = 60.0) -> None:
         self.caps, self.default_cap = dict(caps or {}), default_cap
         self.weights, self.rrf_k = dict(weights or {}), rrf_k
+        self._tables: dict[tuple[str, ...], np.ndarray] = {}
 
     def __call__(self, lists: dict[str, Candidates], k: int | None = None) -> Candidates:
         """lists: source name -> its candidates (best first) -> merged (K,), best first.
@@ -55,15 +56,24 @@ class CandidateMerger:
             r = np.full(len(items), -1, np.int64)
             # a source that repeats an item keeps its last occurrence, like the reference loop
             score[rows], r[rows] = h.scores, rank
-            np.add.at(fused, rows, self.weights.get(n, 1.0) / (self.rrf_k + rank + 1))
+            fused += np.bincount(rows, weights=self.weights.get(n, 1.0) / (self.rrf_k + rank + 1), minlength=len(items))
             feats[f"{n}_score"], feats[f"{n}_rank"] = score, r
             member[s, rows] = True
         # label by membership bitmask: 2^S strings built once instead of one join per candidate
         code = (member.astype(np.int64) << np.arange(len(names))[:, None]).sum(0)  # (U,)
-        table = np.array(["+".join(n for b, n in enumerate(names) if c >> b & 1) for c in range(1 << len(names))], dtype=object)
-        labels = table[code]
+        labels = self._label_table(tuple(names))[code]
         merged = Candidates(items, fused.astype(np.float32), labels, feats).sorted()
         return merged.head(k) if k is not None else merged
+
+
+    def _label_table(self, names: tuple[str, ...]) -> np.ndarray:
+        """(2^S,) object: the "a+b" label of each membership bitmask, built once per tuple of source names."""
+        table = self._tables.get(names)
+        if table is None:
+            table = np.array(["+".join(n for b, n in enumerate(names) if c >> b & 1) for c in range(1 << len(names))],
+                             dtype=object)
+            self._tables[names] = table
+        return table
 
 
 class CandidateGenerator:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from recsys.core.candidates import Candidates
 from recsys.pipeline.filters import UnknownCategoryError, shortfall
@@ -68,6 +69,11 @@ class ServeState:
     max_staleness_s: float = 0.05
     feedback_rate_per_s: float = 20.0
     feedback_burst: int = 200
+    # run /recommend's work on the event loop (True) or in a thread (False); None: on the loop unless a
+    # stage of the pipeline holds an LLM backend (``_calls_llm``). Without an LLM a request is ~3 ms of GIL-bound Python: a thread per
+    # request only adds hand-offs and GIL contention (server CPU per request 7.9 -> see
+    # experiments/benchmarks.md); an LLM call takes seconds and must not stall the loop's other requests.
+    inline: bool | None = None
     # made by the first create_app over this state: one fold of the store per recommender
     shared: SharedState | None = field(default=None, init=False, repr=False)
     served: ServedRequests | None = field(default=None, init=False, repr=False)
@@ -110,6 +116,13 @@ def create_app(state: ServeState) -> FastAPI:
                 for j, (i, s, src) in enumerate(zip(cands.items.tolist(), cands.scores, cands.sources))]
 
     def _recommend(req: RecommendRequest, constraints=None) -> RecommendResponse:
+        """Serve one list; returns once its record is committed (a thread's entry point: /conversation)."""
+        resp, record = _serve_list(req, constraints)
+        served.log(*record)
+        return resp
+
+    def _serve_list(req: RecommendRequest, constraints=None) -> tuple[RecommendResponse, tuple]:
+        """-> (the response, its served-list record for ``served.log``): the request's work, no store write."""
         if req.k > state.max_k:
             raise HTTPException(422, f"k: more than this server's max_k={state.max_k}")
         if constraints is None and req.constraints is not None:
@@ -135,13 +148,13 @@ def create_app(state: ServeState) -> FastAPI:
             warnings.insert(0, "unknown user_id: cold-start recommendations" if cold else
                             "unknown user_id: recommendations from this user's live feedback")
         request_id = uuid.uuid4().hex
-        served.log(request_id, req.user_id, user_idx, cands.items)
         trace = cands.trace  # written by the pipeline alone (recsys.pipeline.trace)
-        return RecommendResponse(
+        resp = RecommendResponse(
             request_id=request_id, user_id=req.user_id, cold_start=cold, items=_items(cands),
             warnings=warnings + trace["warnings"],
             latency_ms={k: round(v, 3) for k, v in trace["latency_ms"].items()}, removed=trace["removed"],
             trace=Trace.model_validate({k: trace[k] for k in Trace.model_fields}))
+        return resp, (request_id, req.user_id, user_idx, cands.items)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -149,9 +162,13 @@ def create_app(state: ServeState) -> FastAPI:
                       sources=list(rec.pipeline.sources), stages=list(rec.pipeline.stages),
                       feedback_events=state.store.count())
 
+    inline = state.inline if state.inline is not None else not _calls_llm(rec.pipeline)
+
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(req: RecommendRequest) -> RecommendResponse:
-        return _recommend(req)
+    async def recommend(req: RecommendRequest) -> RecommendResponse:
+        resp, record = _serve_list(req) if inline else await run_in_threadpool(_serve_list, req)
+        await served.log_async(*record)  # the list is returned only once its record is committed
+        return resp
 
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse)
     def similar(item_id: str = Path(max_length=128), k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
@@ -193,6 +210,12 @@ def create_app(state: ServeState) -> FastAPI:
                                     question=question, notes=turn.notes + notes, source=turn.source, like_items=like)
 
     return app
+
+
+def _calls_llm(pipeline) -> bool:
+    """Whether a source or stage of ``pipeline`` holds an LLM backend (the re-rank, LLM explanations)."""
+    parts = [*pipeline.sources.values(), *pipeline.stages.values()]
+    return any(getattr(p, "backend", None) is not None for p in parts)
 
 
 def build_state(cfg, **objects) -> ServeState:

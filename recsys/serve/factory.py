@@ -11,6 +11,7 @@ shutdown (committing what is queued).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 
@@ -38,6 +39,11 @@ def app_from_cfg(cfg) -> FastAPI:
             state.store.close()
 
     app.router.lifespan_context = lifespan
+    # Everything built so far (catalogue, tables, models: ~10^6 tracked objects on ML-100K) lives as long as
+    # the process: move it out of the collector's sight. A full collection over it took 151 ms, a stall of
+    # every request in flight (the load test's p99); after the freeze it takes ~0 ms.
+    gc.collect()
+    gc.freeze()
     return app
 
 

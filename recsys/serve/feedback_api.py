@@ -36,6 +36,7 @@ order (``recsys.serve.shared``), this one before its next recommendation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -75,12 +76,24 @@ class ServedRequests:
     def log(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> None:
         """Record a served list; returns once the record is committed (visible to every worker)."""
         items = [int(i) for i in items]
-        try:
+        with self._unavailable():
             self.store.log_request(request_id, user_id, user_idx, items)
+        self._keep(dict(request_id=request_id, user_id=user_id, user_idx=user_idx, items=items))
+
+    async def log_async(self, request_id: str, user_id: str | None, user_idx: int | None, items) -> None:
+        """``log`` without holding a thread: the event loop waits for the group commit."""
+        items = [int(i) for i in items]
+        with self._unavailable():
+            await asyncio.wrap_future(self.store.submit_request(request_id, user_id, user_idx, items))
+        self._keep(dict(request_id=request_id, user_id=user_id, user_idx=user_idx, items=items))
+
+    @contextlib.contextmanager
+    def _unavailable(self):
+        try:
+            yield
         except Exception as e:  # without the record no feedback could refer to the list: do not serve it
             log.error("served list not recorded: %s: %s", type(e).__name__, safe_text(e))
             raise HTTPException(503, "the feedback store is unavailable; retry") from None
-        self._keep(dict(request_id=request_id, user_id=user_id, user_idx=user_idx, items=items))
 
     def cached(self, request_id: str) -> dict | None:
         with self._lock:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import traceback
-import uuid
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -64,7 +64,9 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # a log id names a request in logs, it guards nothing: a fast non-cryptographic draw (uuid4 reads
+        # os.urandom, a system call per request); served lists' request ids stay uuid4 (they gate feedback)
+        rid = f"{os.getpid()}-{random.getrandbits(48):012x}"
         scope.setdefault("state", {})["log_id"] = rid
         started = False
 
