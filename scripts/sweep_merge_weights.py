@@ -1,7 +1,8 @@
 """RRF weights and caps of the merge in front of the ranker (validation): merged-list NDCG@10 and candidate recall.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/sweep_merge_weights.py --seed 0 \
-        --out experiments/ml100k/merge_weights
+        --out experiments/ml100k/merge_weights \
+        --compare "low-rated items dropped=pipeline.sources.two_tower.negatives_in_history=false"
 
 The served ``pipeline=seq_two_tower`` on one seed's sequential two-tower run, built once for the
 validation users (``history=valid``: the held-out item never seen) with the filters and diversifying
@@ -12,7 +13,9 @@ each setting then re-merges those lists in memory with ``recsys.retrieval.merge.
 stages, so a setting's top 10 is exactly what the served pipeline returns with that merger. Reported
 per setting: NDCG@10 of the merged list, Recall@50/100/200 of the merged candidate set (the ranker
 re-ranks the top ``n_rank`` = 200, configs/model/dlrm.yaml: Recall@200 is its ceiling), and a paired
-Wilcoxon test of per-user NDCG@10 against the config's current weights.
+Wilcoxon test of per-user NDCG@10 against the config's current weights. ``--compare LABEL=OVR,...``
+adds what the sources are fed (serve overrides, e.g. the two-tower's history or nprobe), each variant
+built and evaluated at the config's weights and at the two-tower's own order.
 
 Rule (``choose``): the setting with the highest validation NDCG@10 among those whose Recall@200 is at
 least the current weights' (the ranker's ceiling is not lowered). The chosen weights go into
