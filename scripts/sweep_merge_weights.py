@@ -29,6 +29,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     chosen = choose(results, cur)
     record = {"seed": a.seed, **main_sweep, "chosen": chosen, "tower_order": label(tower_only) if label(tower_only) in results else None,
               "variants": variants, "seconds": time.time() - t0,
-              "command": "python scripts/sweep_merge_weights.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": shlex.join(["python", "scripts/sweep_merge_weights.py", *(sys.argv[1:] if argv is None else argv)])}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     write_md(record, a.out.with_suffix(".md"))
