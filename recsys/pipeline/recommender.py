@@ -173,11 +173,12 @@ def load_two_tower(run_dir: str, index_kind: str = "ivf_flat", checkpoint: str =
     return model, index
 
 
-def two_tower_source(two_tower, name: str = "two_tower"):
-    """The two-tower ANN source over the ``two_tower`` artifact ((model, index): :func:`load_two_tower`)."""
+def two_tower_source(two_tower, name: str = "two_tower", negatives_in_history: bool = False):
+    """The two-tower ANN source over the ``two_tower`` artifact ((model, index): :func:`load_two_tower`);
+    ``negatives_in_history``: see ``recsys.retrieval.sources.TwoTowerSource``."""
     from recsys.retrieval.sources import TwoTowerSource
 
     if two_tower is None:
         raise ValueError("the two_tower source needs the two_tower artifact (configs/pipeline/two_tower.yaml)")
     model, index = two_tower
-    return TwoTowerSource(model, index, name=name)
+    return TwoTowerSource(model, index, name=name, negatives_in_history=negatives_in_history)

@@ -58,6 +58,9 @@ def test_seq_dlrm_trains_on_the_seq_pipelines_candidates_with_a_sequential_inner
     m = cfg.model.module
     seq = _serve_cfg("pipeline=seq_two_tower").pipeline
     assert list(m.candidates.node.sources) == list(seq.sources) and m.candidates.node.merger == seq.merger
+    # the two-tower source and its index as served (whole history, the served nprobe; merge_weights.md)
+    assert m.candidates.node.sources.two_tower == seq.sources.two_tower and seq.sources.two_tower.negatives_in_history
+    assert m.candidates.node.artifacts.two_tower.nprobe == seq.artifacts.two_tower.nprobe
     # behind the seq two-tower run of the same seed
     assert m.retriever_run.endswith("train/ml100k-two_tower_seq-seed1")
     seq_model = _train_cfg("experiment=ml100k/two_tower_seq").model

@@ -105,6 +105,25 @@ def test_two_tower_source_matches_exact_scores_and_serves_unknown_users():
     assert len(cold) == 5 and 4 not in cold.items
 
 
+def test_two_tower_source_reads_low_rated_items_only_when_asked():
+    """negatives_in_history: the user tower sees the whole history (as a sequential tower was trained);
+    by default a low-rated item is dropped from it. Either way it is never recommended."""
+    from recsys.data.history import History
+
+    m, *_ = _tiny_two_tower()
+    m.eval()
+    index = ItemIndex("flat", device="cpu").build(m.item_embeddings().numpy())
+    ctx = UserContext(user_idx=3, history=np.array([0, 1, 2]), negative_items=np.array([1]))
+    with torch.no_grad():
+        whole = m.user_embeddings(torch.tensor([3]), History.from_lists([3], [np.array([0, 1, 2])])).numpy()
+        liked = m.user_embeddings(torch.tensor([3]), History.from_lists([3], [np.array([0, 2])])).numpy()
+    assert not np.allclose(whole, liked)
+    np.testing.assert_allclose(TwoTowerSource(m, index).user_vector(ctx), liked, rtol=1e-5)
+    src = TwoTowerSource(m, index, negatives_in_history=True)
+    np.testing.assert_allclose(src.user_vector(ctx), whole, rtol=1e-5)
+    assert not set(src(ctx, 5).items.tolist()) & {0, 1, 2}
+
+
 def test_generator_cold_user_gets_popularity_and_content():
     m, inter, items, text = _tiny_two_tower()
     index = ItemIndex("flat", device="cpu").build(m.item_embeddings().numpy())
