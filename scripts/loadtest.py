@@ -43,7 +43,7 @@ MARK_BEGIN, MARK_END = "<!-- loadtest:{}:begin -->", "<!-- loadtest:{}:end -->"
 def make_server(args, db: Path, log_dir: Path, port: int | None = None):
     from recsys.serve.process import ServerProcess
 
-    return ServerProcess(["pipeline=untrained", f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
+    return ServerProcess([f"pipeline={args.pipeline}", f"paths.data_dir={args.data_dir}", f"data_name={args.data_name}", f"feedback_db={db}",
                           f"paths.log_dir={log_dir}", f"workers={args.workers}", *args.override],
                          log_dir / "server.err", port=port)
 
@@ -209,6 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kill", choices=("one", "workers", "server"), default=None)
     ap.add_argument("--kill-at", type=float, default=30.0, help="seconds into the run (with --kill)")
     ap.add_argument("--retry-s", type=float, default=60.0, help="how long after the end unanswered feedback is retried")
+    ap.add_argument("--pipeline", default="untrained",
+                    help="configs/pipeline/<name>.yaml; untrained needs no trained run (the serving default, "
+                         "seq_ranked, needs its journey's runs: name them with --override pipeline.artifacts...)")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--data-name", default="ml100k")
     ap.add_argument("--work-dir", default="outputs/loadtest")
@@ -219,7 +222,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    kind = (f"kill-{args.kill}" if args.kill else "steady") + ("" if args.client == "raw" else f"-{args.client}")
+    kind = (f"kill-{args.kill}" if args.kill else "steady") + ("" if args.client == "raw" else f"-{args.client}") \
+        + ("" if args.pipeline == "untrained" else f"-{args.pipeline}")
     work = Path(args.work_dir) / kind
     work.mkdir(parents=True, exist_ok=True)
     db = work / "feedback.sqlite"
@@ -234,7 +238,7 @@ def main(argv=None) -> int:
     finally:
         server[0].stop()
     result = {
-        "kind": kind, "client": args.client, "clients": args.clients, "duration_s": args.duration, "workers": args.workers,
+        "kind": kind, "pipeline": args.pipeline, "client": args.client, "clients": args.clients, "duration_s": args.duration, "workers": args.workers,
         "kill_at_s": args.kill_at if args.kill else None, "startup_s": startup, "recovery_s": stats["recovery_s"],
         "killed_pids": stats["killed"], "wall_s": stats["wall_s"], "load_before": load_before,
         "load_after": os.getloadavg(), "recommend_ok": stats["ok"], "throughput_rps": stats["ok"] / stats["wall_s"],
@@ -254,7 +258,7 @@ def main(argv=None) -> int:
 
 def write_report(path: Path, r: dict, argv) -> None:
     kind = r["kind"]
-    mode = kind.removesuffix("-httpx")
+    mode = kind.split("-httpx")[0].removesuffix(f"-{r['pipeline']}")
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python scripts/loadtest.py " + " ".join(sys.argv[1:] if argv is None else argv)
     at = f"{r['kill_at_s']:.0f} s" if r["kill_at_s"] is not None else ""
     what = {"steady": "steady state", "kill-one": f"kill -9 of one worker at {at}",
@@ -265,7 +269,7 @@ def write_report(path: Path, r: dict, argv) -> None:
     client = "" if r["client"] == "raw" else f", {r['client']} client"
     lines = [MARK_BEGIN.format(kind), f"## Load test, {what}{client} (scripts/loadtest.py)", "", f"Command: `{cmd}`", "",
              f"{r['clients']} concurrent clients ({r['client']} HTTP client) for {r['duration_s']:.0f} s on loopback against {r['workers']} worker "
-             f"process(es) (ML-100K, default pipeline, all workers ready {r['startup_s']:.1f} s after start); "
+             f"process(es) (ML-100K, pipeline {r['pipeline']}, all workers ready {r['startup_s']:.1f} s after start); "
              f"shared 2-core machine, load average {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f} (1/5/15 min) before, "
              f"{la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} after.", "",
              "| metric | value |", "|---|---|",
