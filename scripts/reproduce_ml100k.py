@@ -21,8 +21,10 @@ is reused (a rerun only evaluates). Steps (each timed; ``<out>/reproduce.json`` 
                     (``configs/pipeline/seq_ranked.yaml`` as served), per-user NDCG@10 for paired tests;
 7. ``report``    -- ``experiments/ml100k/README.md`` + plots (``scripts/reproduce_report.py``).
 
-The LLM rows (the LLM re-rank of the served pipeline's top 20) are not run here yet: see the README's
-"LLM stage" section.
+The LLM rows (the LLM re-rank of the served pipeline's top 20, zero-shot and LoRA, blend chosen on
+validation) are not run by this script (~11 min of SmolLM2 on CPU per 150 users): the report shows
+``<out>/llm_pipeline_seq_ranked.json`` when ``scripts/eval_llm_pipeline.py --pipeline seq_ranked`` wrote
+it, else the command (``reproduce_report.LLM_CMD``).
 """
 
 from __future__ import annotations

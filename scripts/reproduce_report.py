@@ -7,6 +7,7 @@ steps wrote; a step that did not run shows as "not run".
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -141,6 +142,42 @@ def plot_stages(data: dict, path: Path) -> bool:
     return True
 
 
+LLM_FILE = "llm_pipeline_seq_ranked.json"  # scripts/eval_llm_pipeline.py --pipeline seq_ranked --out <this>
+LLM_CMD = ("OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline seq_ranked "
+           "--override pipeline.artifacts.two_tower.run_dir=outputs/train/ml100k-two_tower_seq-seed0 "
+           "--override pipeline.artifacts.ranker.run_dir=outputs/train/ml100k-seq_dlrm-seed0 "
+           "--adapter <LoRA dir from scripts/finetune_llm_ranker.py> --n-users 150 --seed 0 "
+           f"--out experiments/ml100k/{LLM_FILE}")
+
+
+def llm_section(path: Path) -> list[str]:
+    """The LLM re-rank of the served pipeline's top 20 (zero-shot, fine-tuned; b chosen on validation) from
+    ``scripts/eval_llm_pipeline.py``'s JSON, or the command that makes it."""
+    if not path.exists():
+        return [f"Not run in this reproduction. `{LLM_CMD}` writes `{path.name}`; this section then shows its rows."]
+    d = json.loads(path.read_text())
+    inp, timing = d.get("input", {}).get("test", {}), d.get("timing", {})
+    n = next((r["paired_vs_input"]["n_users"] for r in d["rows"] if "paired_vs_input" in r), "?")
+    out = [f"The LLM stage re-ranks the top {inp.get('top_n', 20)} that `pipeline={inp.get('pipeline', '?')}` hands its "
+           f"`llm_rerank` slot (runs: {', '.join(f'{k} {v}' for k, v in (inp.get('artifacts') or {}).items())}), for a "
+           f"seeded sample of {n} users (the same on validation and test; seed 0 runs only). The blend "
+           "b*z(llm) + (1-b)*z(pipeline) is chosen on validation NDCG@10 (0 = the input order is always a candidate); "
+           f"test is read once per row. Chosen: {', '.join(f'{m} b={b:g}' for m, b in d.get('chosen_blend', {}).items())}. "
+           f"From `{path.name}` (`scripts/eval_llm_pipeline.py`).", "",
+           "| row | b | val NDCG@10 | test NDCG@10 | test Δ vs input | Wilcoxon p | users better / worse |",
+           "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        pv = r.get("paired_vs_input")
+        delta = f"{100 * pv['rel_gain']:+.1f}%" if pv else "-"
+        p = f"{pv['wilcoxon_p']:.2g}" if pv else "-"
+        bw = f"{pv['users_better']} / {pv['users_worse']}" if pv else "-"
+        out.append(f"| {r['row']} | {r['blend']:g} | {r['valid_ndcg@10']:.4f} | {r['ndcg@10']:.4f} | {delta} | {p} | {bw} |")
+    secs = sum(t.get("total_s", 0) for m in timing.values() for t in m.values())
+    out += ["", f"LLM scoring took {secs:.0f} s on CPU (SmolLM2-135M, 1 thread; lists whose target is outside the top 20 "
+            "are not scored: every order gives them 0)."]
+    return out
+
+
 def write_report(data: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     s, hw = data.get("settings", {}), data.get("hardware", {})
@@ -176,10 +213,7 @@ def write_report(data: dict, out: Path) -> Path:
         lines += [f"- `{k}`: {c['key']}={c['value']}" if c["value"] is not None else f"- `{k}`: off" for k, c in strengths["chosen"].items()]
     else:
         lines += ["Sweep not run in this reproduction (`--steps strengths`)."]
-    lines += ["", "## LLM stage", "",
-              "TODO (llm12): the LLM re-rank of this pipeline's top 20 (zero-shot, LoRA fine-tuned, blended; paired tests) "
-              "is evaluated by `scripts/eval_llm_rerank.py --pipeline seq_ranked` once that flag is on this branch; "
-              "its rows then join the table above as \"<served row> + LLM re-rank\".", ""]
+    lines += ["", "## LLM stage", "", *llm_section(out / LLM_FILE), ""]
     path = out / "README.md"
     # the hand-written closing note (what the figures mean, what did not help) survives regeneration
     old = path.read_text() if path.exists() else ""

@@ -77,7 +77,16 @@ def test_report_mean_std_deltas_and_missing_rows(tmp_path):
     ranked = _table_row(text, rows[1][0])
     assert ranked[6] == "+5.0% (+-+)" and ranked[7] == "3.0e-03"
     assert ranked[8] == "40 ± 20"  # seq two-tower + the ranker behind it, per seed
-    assert "TODO (llm12)" in text
+    assert "## LLM stage\n\nNot run in this reproduction." in text  # no llm_pipeline_seq_ranked.json under tmp_path
+    # with the LLM evaluation's JSON beside it, its rows are in the report
+    llm = {"input": {"test": {"pipeline": "seq_ranked", "top_n": 20, "artifacts": {"ranker": "r0"}}},
+           "chosen_blend": {"zero-shot": 0.0}, "timing": {"zero-shot": {"valid": {"total_s": 3.0}, "test": {"total_s": 2.0}}},
+           "rows": [{"row": "input", "blend": 0.0, "valid_ndcg@10": 0.2, "ndcg@10": 0.1},
+                    {"row": "zero-shot b=1", "blend": 1.0, "valid_ndcg@10": 0.15, "ndcg@10": 0.09,
+                     "paired_vs_input": {"rel_gain": -0.1, "wilcoxon_p": 0.5, "users_better": 1, "users_worse": 3, "n_users": 7}}]}
+    (tmp_path / "llm_pipeline_seq_ranked.json").write_text(json.dumps(llm))
+    text = write_report(record, tmp_path).read_text()
+    assert "| zero-shot b=1 | 1 | 0.1500 | 0.0900 | -10.0% | 0.5 | 1 / 3 |" in text and "sample of 7 users" in text
 
 
 @pytest.mark.parametrize("search,experiment", [("two_tower_optuna", "ml100k/two_tower"), ("ranker_optuna", "ml100k/dlrm"),
