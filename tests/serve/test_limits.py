@@ -213,3 +213,17 @@ def test_request_local_work_runs_outside_any_global_lock(client, app_client):
         release.set()
         slow.join(30)
         pipeline.stages["constraints"] = original
+
+
+@pytest.mark.parametrize("headers, status, reason", [
+    ({"host": "evil.example"}, 400, "the Host header is not an allowed host"),
+    ({"content-length": "999999999"}, 413, "request body larger than 65536 bytes"),
+])
+def test_middleware_refusals_log_one_info_line_without_the_callers_text(client, caplog, headers, status, reason):
+    """Before: the Host check's 400 and the declared-length 413 (answered in the middlewares) logged nothing."""
+    with caplog.at_level(logging.INFO, logger="recsys.serve"):
+        r = client.post("/items/SECRETPATH/similar", content=b"{}", headers={"content-type": "application/json", **headers})
+    assert r.status_code == status
+    lines = [rec.getMessage() for rec in caplog.records if rec.name.startswith("recsys.serve") and rec.levelno == logging.INFO]
+    assert lines == [f"request {r.headers['x-log-id']}: {status} POST /items/{{item_id}}/similar: {reason}"], lines
+    assert not any("SECRETPATH" in m or "evil" in m for m in lines)
