@@ -227,3 +227,12 @@ def test_middleware_refusals_log_one_info_line_without_the_callers_text(client, 
     lines = [rec.getMessage() for rec in caplog.records if rec.name.startswith("recsys.serve") and rec.levelno == logging.INFO]
     assert lines == [f"request {r.headers['x-log-id']}: {status} POST /items/{{item_id}}/similar: {reason}"], lines
     assert not any("SECRETPATH" in m or "evil" in m for m in lines)
+
+
+def test_a_body_that_is_not_utf8_is_400_and_malformed_json_is_422(client):
+    """What docs/serving.md and recsys/serve/app.py say: FastAPI's 400 for undecodable bytes, 422 for bad JSON."""
+    latin1 = '{"user_id": "\xe9"}'.encode("latin-1")
+    r = client.post("/recommend", content=latin1, headers={"content-type": "application/json; charset=latin-1"})
+    assert (r.status_code, r.json()) == (400, {"detail": "There was an error parsing the body"})
+    r = post_raw(client, "/recommend", b'{"user_id": "1",')
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
