@@ -7,8 +7,10 @@
     POST /feedback/batch          FeedbackBatch     -> FeedbackAck (one transaction)
     GET  /health                                    -> Health
 
-Errors: malformed JSON, wrong types, unknown fields, k out of range, an
-item_idx outside the catalogue -> 422; a body over ``max_body_bytes`` -> 413;
+Errors: malformed JSON (valid UTF-8 that is not JSON: ``json_invalid`` at its byte position),
+wrong types, unknown fields, k out of range, an item_idx outside the catalogue -> 422; a
+body that is not UTF-8 -> 400 "There was an error parsing the body" (FastAPI's); a body over
+``max_body_bytes`` -> 413;
 not exactly one Host header, or one outside ``allowed_hosts`` -> 400
 (``recsys.serve.limits``); an unknown item or request id -> 404. Every error
 body and log line names the field (or its position) and the problem, never

@@ -14,6 +14,8 @@ import contextlib
 import gc
 import logging
 import os
+import sys
+import threading
 
 from fastapi import FastAPI
 
@@ -56,6 +58,12 @@ def app_from_env() -> FastAPI:
         raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `python -m recsys.serve`")
     cfg = OmegaConf.create(text)
     set_log_level(cfg.get("log_level", "warning"))
+    # tqdm's default write lock holds a multiprocessing RLock: in a spawned worker a named semaphore that
+    # the resource tracker reported as leaked at shutdown ("2 leaked semaphore objects" with 2 workers).
+    # A worker's bars are its own (and off above INFO): a thread lock is all they need.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     return app_from_cfg(cfg)
 
 
@@ -66,6 +74,12 @@ def set_log_level(level: str) -> str:
     its own) and of its libraries inherits and which gates every handler: Hydra's console handler
     and ``serve.log`` in the parent, stderr in a spawned worker (given a handler here: Hydra
     configured only the parent).
+
+    Above INFO it also turns progress bars off (they write to stderr past the logging levels): tqdm's
+    ``TQDM_DISABLE`` (every bar that does not pass ``disable=`` itself: ``itemknn`` at start-up) and
+    Hugging Face's (``HF_HUB_DISABLE_PROGRESS_BARS``, read by transformers when it is imported: its
+    ``Loading weights`` bar at the first query), set in the environment so that the workers, spawned
+    after the parent calls this, inherit them.
     """
     name = str(level).upper()
     if not isinstance(logging.getLevelName(name), int):
@@ -74,4 +88,10 @@ def set_log_level(level: str) -> str:
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     root.setLevel(name)
+    if logging.getLevelName(name) > logging.INFO:
+        os.environ["TQDM_DISABLE"] = os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:  # imported already: it read the variable at import
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
     return name

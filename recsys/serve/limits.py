@@ -24,6 +24,8 @@ Outermost first, a request meets:
 
 Errors the handlers raise on purpose keep their status; their bodies and log
 lines are built by ``recsys.serve.errors`` from the schema, never from the input.
+The refusals of 2 and 3 are logged at INFO the same way (:func:`refuse`: log id,
+status, method, the route template the path matches, the reason).
 """
 
 from __future__ import annotations
@@ -88,6 +90,27 @@ class RequestGuard:
                 await JSONResponse({"detail": "internal error", "log_id": rid}, 500)(scope, receive, send_with_id)
 
 
+def route_of(scope) -> str:
+    """The template of the app's route that ``scope``'s path matches (``/items/{item_id}/similar``), else "?".
+
+    A middleware answers before routing: the path itself is the caller's text and is never logged.
+    """
+    from starlette.routing import Match
+
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        if route.matches(scope)[0] != Match.NONE:
+            return getattr(route, "path", "?")
+    return "?"
+
+
+async def refuse(scope, receive, send, status: int, detail: str):
+    """Answer ``status`` with ``detail`` (the server's words) and log it at INFO like ``recsys.serve.errors``."""
+    rid = scope.get("state", {}).get("log_id", "-")
+    log.info("request %s: %d %s %s: %s", rid, status, scope.get("method"), route_of(scope), safe_text(detail, 300))
+    await JSONResponse({"detail": detail}, status)(scope, receive, send)
+
+
 def host_name(value: str) -> str | None:
     """``"LocalHost:8000"`` -> ``"localhost"``, ``"[::1]:80"`` -> ``"[::1]"``; None for a malformed host."""
     m = _HOST.fullmatch(value.strip())
@@ -135,7 +158,7 @@ class HostGuard:
             authority, scope = target.netloc, {**scope, "path": path, "raw_path": path.encode()}
         why = self.refusal(scope, authority)
         if why is not None:
-            return await JSONResponse({"detail": why}, 400)(scope, receive, send)
+            return await refuse(scope, receive, send, 400, why)
         await self.app(scope, receive, send)
 
 
@@ -158,7 +181,7 @@ class BodyLimit:
                 declared = int(value) if value.isdigit() else -1
                 if declared < 0 or declared > self.max_bytes:
                     status, detail = (413, self._too_large()) if declared > 0 else (400, "invalid Content-Length")
-                    return await JSONResponse({"detail": detail}, status)(scope, receive, send)
+                    return await refuse(scope, receive, send, status, detail)
         seen = 0
 
         async def counted():

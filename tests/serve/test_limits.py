@@ -213,3 +213,26 @@ def test_request_local_work_runs_outside_any_global_lock(client, app_client):
         release.set()
         slow.join(30)
         pipeline.stages["constraints"] = original
+
+
+@pytest.mark.parametrize("headers, status, reason", [
+    ({"host": "evil.example"}, 400, "the Host header is not an allowed host"),
+    ({"content-length": "999999999"}, 413, "request body larger than 65536 bytes"),
+])
+def test_middleware_refusals_log_one_info_line_without_the_callers_text(client, caplog, headers, status, reason):
+    """Before: the Host check's 400 and the declared-length 413 (answered in the middlewares) logged nothing."""
+    with caplog.at_level(logging.INFO, logger="recsys.serve"):
+        r = client.post("/items/SECRETPATH/similar", content=b"{}", headers={"content-type": "application/json", **headers})
+    assert r.status_code == status
+    lines = [rec.getMessage() for rec in caplog.records if rec.name.startswith("recsys.serve") and rec.levelno == logging.INFO]
+    assert lines == [f"request {r.headers['x-log-id']}: {status} POST /items/{{item_id}}/similar: {reason}"], lines
+    assert not any("SECRETPATH" in m or "evil" in m for m in lines)
+
+
+def test_a_body_that_is_not_utf8_is_400_and_malformed_json_is_422(client):
+    """What docs/serving.md and recsys/serve/app.py say: FastAPI's 400 for undecodable bytes, 422 for bad JSON."""
+    latin1 = '{"user_id": "\xe9"}'.encode("latin-1")
+    r = client.post("/recommend", content=latin1, headers={"content-type": "application/json; charset=latin-1"})
+    assert (r.status_code, r.json()) == (400, {"detail": "There was an error parsing the body"})
+    r = post_raw(client, "/recommend", b'{"user_id": "1",')
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"

@@ -83,3 +83,19 @@ def test_the_summary_prints_once_with_several_workers(ml100k_dir, tmp_path):
     out = (tmp_path / "server.out").read_text()
     assert out.count("recsys.serve: ") == 1 and "2 worker(s)" in out
     assert not re.search(r"\bINFO\b", (tmp_path / "server.err").read_text())
+
+
+@pytest.mark.slow
+def test_log_level_error_silences_progress_bars(ml100k_data_root, tmp_path):
+    """Before: at ``log_level=error`` each worker wrote tqdm bars to stderr (``itemknn: 100%|...`` at start-up,
+    transformers' ``Loading weights`` when the first query loaded the text encoder), and at shutdown the
+    resource tracker reported the workers' tqdm locks ("2 leaked semaphore objects")."""
+    overrides = ["pipeline=untrained", f"paths.data_dir={ml100k_data_root}", "workers=2", "log_level=error",
+                 f"feedback_db={tmp_path / 'feedback.sqlite'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    with ServerProcess(overrides, tmp_path / "server.err", stdout_path=tmp_path / "server.out") as srv:
+        srv.wait_ready(workers=2)
+        r = httpx.post(srv.base + "/recommend", json={"user_id": "1", "query": "funny space adventure"}, timeout=120)
+        assert r.status_code == 200, r.text
+    stderr = (tmp_path / "server.err").read_text()
+    assert "%|" not in stderr and "Loading weights" not in stderr, stderr[-3000:]
+    assert "leaked semaphore" not in stderr, stderr[-3000:]
