@@ -156,14 +156,19 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
     """(row name, its input row, overrides on configs/serve.yaml) of the served pipeline, stage by stage."""
     from pipeline_eval import DIVERSIFY, FILTERS, off
 
+    from recsys.pipeline.build import compose_serve
+
     label = {"seq_dlrm": "DLRM", "seq_dcn": "DCN-v2"}.get(ranker, ranker)
     merged = "seq two-tower + merged sources"
     ranked = f"{merged} + {label}"
+    # the served stages' name from seq_ranked.yaml itself (its strengths are chosen on validation, exploration too)
+    stages = compose_serve(["pipeline=seq_ranked"]).pipeline.stages
+    served = ", ".join(n for key, n in (("mmr", "MMR"), ("category_cap", "cap"), ("exploration", "exploration"))
+                       if stages.get(key) is not None)
     return [
         (merged, "seq two-tower", ["pipeline=seq_two_tower", *off(*FILTERS, *DIVERSIFY)]),
         (ranked, merged, ["pipeline=seq_ranked", *off(*FILTERS, *DIVERSIFY)]),
-        # seq_ranked.yaml's stages as served (exploration is off there: chosen on validation)
-        (f"{ranked} + filters, MMR, cap (served: pipeline=seq_ranked)", ranked, ["pipeline=seq_ranked"]),
+        (f"{ranked} + filters, {served} (served: pipeline=seq_ranked)", ranked, ["pipeline=seq_ranked"]),
     ]
 
 
