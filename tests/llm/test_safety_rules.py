@@ -1,4 +1,4 @@
-"""unsafe_reasons' one-pass fast path says exactly what the rules one by one say (recsys/llm/safety.py)."""
+"""unsafe_reasons (cached) says exactly what the rules one by one say (recsys/llm/safety.py)."""
 
 import random
 
@@ -13,13 +13,13 @@ HOSTILE = ["see http://evil.example", "Visit WWW.x now", "mail me: a@b", "<scrip
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-def test_fast_path_agrees_with_each_rule(text):
+def test_answer_agrees_with_each_rule(text):
     one_by_one = ([] if text.isprintable() else ["non-printable characters"]) + \
         [why for pat, why in _UNSAFE if pat.search(text)]
     assert unsafe_reasons(text) == one_by_one
 
 
-def test_fast_path_agrees_on_random_text():
+def test_answer_agrees_on_random_text():
     """10,000 random strings over an alphabet of the rules' own characters and words."""
     rng = random.Random(0)
     pieces = list("<>{}[]`|\\&#;:@./- \t\nabcXYZ019") + ["http", "www", ".com", ".org", "click", "Pin", "amp",
@@ -29,3 +29,9 @@ def test_fast_path_agrees_on_random_text():
         one_by_one = ([] if text.isprintable() else ["non-printable characters"]) + \
             [why for pat, why in _UNSAFE if pat.search(text)]
         assert unsafe_reasons(text) == one_by_one, text
+
+
+def test_a_cached_answer_cannot_be_changed_by_a_caller():
+    first = unsafe_reasons("see http://evil.example")
+    first.append("tampered")
+    assert unsafe_reasons("see http://evil.example") == ["url or scheme", "domain"]
