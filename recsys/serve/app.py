@@ -72,9 +72,9 @@ class ServeState:
     feedback_rate_per_s: float = 20.0
     feedback_burst: int = 200
     # run /recommend's work on the event loop (True) or in a thread (False); None: on the loop unless a
-    # stage of the pipeline holds an LLM backend (``_calls_llm``). Without an LLM a request is ~3 ms of GIL-bound Python: a thread per
-    # request only adds hand-offs and GIL contention (server CPU per request 7.9 -> see
-    # experiments/benchmarks.md); an LLM call takes seconds and must not stall the loop's other requests.
+    # stage of the pipeline holds an LLM backend (``_calls_llm``). Without an LLM a request is ~3 ms of
+    # GIL-bound Python, and a thread per request only adds hand-offs and GIL contention (server CPU per
+    # loop 7.9 -> 6.1 ms: experiments/benchmarks.md); an LLM call takes seconds and must not stall the loop.
     inline: bool | None = None
     # made by the first create_app over this state: one fold of the store per recommender
     shared: SharedState | None = field(default=None, init=False, repr=False)
