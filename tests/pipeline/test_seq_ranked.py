@@ -3,14 +3,13 @@ its configs composed as the entry points compose them, a missing run's error, an
 as a user walks it (subprocesses on scratch data/output roots, training shortened by overrides)."""
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import ListConfig
+
+from tests.entry_points import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "logger=none", "eval.progress=false"]
@@ -85,11 +84,6 @@ def test_a_missing_run_names_the_whole_journey(tmp_path):
         assert cmd in msg
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, f"{' '.join(args)}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
-    return p
 
 
 @pytest.mark.slow
@@ -100,7 +94,7 @@ def test_seq_ranked_journey_from_its_config(ml100k_data_root, tmp_path, monkeypa
     monkeypatch.setenv("RECSYS_OUTPUTS", str(tmp_path / "outputs"))
     for cmd in _serve_cfg().pipeline.journey:
         args = shlex.split(cmd)[2:]
-        _run(args + SHORT.get(args[1], []), tmp_path)
+        run_module(args + SHORT.get(args[1], []), tmp_path)
 
     runs = tmp_path / "outputs" / "train"
     prov = json.loads((runs / "ml100k-seq_dlrm-seed42" / "model" / "provenance.json").read_text())
@@ -109,7 +103,7 @@ def test_seq_ranked_journey_from_its_config(ml100k_data_root, tmp_path, monkeypa
     ranker_cfg = json.loads((runs / "ml100k-seq_dlrm-seed42" / "model" / "ranker.json").read_text())
     assert "two_tower" in ranker_cfg["features"]["sources"]
 
-    out = _run(["recsys.recommend", "pipeline=seq_ranked", "user_id=196", "show_trace=true"], tmp_path).stdout
+    out = run_module(["recsys.recommend", "pipeline=seq_ranked", "user_id=196", "show_trace=true"], tmp_path).stdout
     assert f"ranker <- {runs / 'ml100k-seq_dlrm-seed42'}" in out
     assert "stages:  ranker > available > " in out and "top 10 of k=10" in out
     n_rank = ranker_cfg["features"]["n_rank"]

@@ -3,13 +3,12 @@ header, read from there and run as subprocesses in that order on scratch data/ou
 shortened by overrides), then the served ranker through `recsys.recommend` and over HTTP."""
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.entry_points import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "configs" / "pipeline" / "two_tower_dlrm.yaml"
@@ -33,11 +32,6 @@ def journey_commands() -> list[list[str]]:
     return cmds
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, f"{' '.join(args)}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
-    return p
 
 
 @pytest.mark.slow
@@ -54,9 +48,9 @@ def test_two_tower_dlrm_journey_from_the_config_header(ml100k_data_root, tmp_pat
     assert [c[0] for c in (train_two_tower, index, train_ranker, serve, recommend)] == [
         "recsys.train", "recsys.index", "recsys.train", "recsys.serve", "recsys.recommend"]
 
-    _run(train_two_tower + SHORT[train_two_tower[1]], tmp_path)
-    _run(index, tmp_path)
-    _run(train_ranker + SHORT[train_ranker[1]], tmp_path)
+    run_module(train_two_tower + SHORT[train_two_tower[1]], tmp_path, timeout=600)
+    run_module(index, tmp_path, timeout=600)
+    run_module(train_ranker + SHORT[train_ranker[1]], tmp_path, timeout=600)
 
     runs = tmp_path / "outputs" / "train"
     ranker = runs / "ml100k-dlrm-seed42"  # the stable name two_tower_dlrm.yaml serves
@@ -71,7 +65,7 @@ def test_two_tower_dlrm_journey_from_the_config_header(ml100k_data_root, tmp_pat
     # equals the ranker's own validation NDCG over its validation lists
     assert metrics["val/ndcg@10"] == pytest.approx(stats["ranker/best_val_ndcg@10"], abs=1e-6)
 
-    out = _run(recommend + ["show_trace=true"], tmp_path).stdout
+    out = run_module(recommend + ["show_trace=true"], tmp_path, timeout=600).stdout
     assert f"ranker <- {tmp_path / 'outputs' / 'train' / 'ml100k-dlrm-seed42'}" in out
     assert "stages:  ranker > available > " in out and "top 10 of k=10" in out
     n_rank = json.loads((ranker / "model" / "ranker.json").read_text())["features"]["n_rank"]
