@@ -13,6 +13,10 @@ Batches are whole candidate lists (``recsys.ranking.data.RankerLists.collate``):
 Losses: ``bce`` (binary cross-entropy per row), ``listwise`` (softmax cross-entropy of the
 positive against its list, ListNet with one relevant item: Cao et al. 2007, "Learning to
 Rank: From Pairwise Approach to Listwise Approach"), or ``both`` (their sum).
+``members > 1`` trains that many rankers side by side on the same batches, each from its own
+initialisation and with its own loss, and scores with the mean of their logits (a deep
+ensemble, Lakshminarayanan et al. 2017): on ML-100K one ranker's validation NDCG@10 moves by
+about +-3% with its initialisation alone, and the mean of several is steadier.
 Validation: ``val/ndcg@10`` and ``val/recall@10`` of each list re-ranked by the logits (a list
 whose target was not retrieved counts 0), ``val/auc`` pooled over rows, ``val/loss``.
 """
@@ -75,16 +79,25 @@ class LitRanker(pl.LightningModule):
         loss: str = "listwise",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if int(members) < 1:
+            raise ValueError(f"members must be >= 1, got {members!r}")
         self.save_hyperparameters()
         self.hparams["cardinalities"] = {str(k): int(v) for k, v in dict(cardinalities).items()}
         self.hparams["dense_layers"], self.hparams["over_layers"] = list(dense_layers), list(over_layers)
-        self.model: DLRM = build_dlrm(dict(cardinalities), num_dense_features, embedding_dim, tuple(dense_layers),
-                                      tuple(over_layers), interaction_factory(interaction, cross_layers, cross_rank),
-                                      din_items=din_items, din_history=din_history)
+        def build() -> DLRM:
+            return build_dlrm(dict(cardinalities), num_dense_features, embedding_dim, tuple(dense_layers),
+                              tuple(over_layers), interaction_factory(interaction, cross_layers, cross_rank),
+                              din_items=din_items, din_history=din_history)
+
+        # the first member keeps the name ``model`` (state-dict keys ``model.*``: one-member rankers
+        # saved before ``members`` existed load unchanged)
+        self.model: DLRM = build()
+        self.others = torch.nn.ModuleList([build() for _ in range(int(members) - 1)])
         # Standardisation of the dense inputs, fitted on the training rows (set_dense_stats).
         self.register_buffer("dense_mean", torch.zeros(num_dense_features))
         self.register_buffer("dense_std", torch.ones(num_dense_features))
@@ -97,8 +110,15 @@ class LitRanker(pl.LightningModule):
         std = dense.std(0)
         self.dense_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
+    def member_logits(self, dense: torch.Tensor, sparse) -> torch.Tensor:
+        """(members, R) logits of every member."""
+        x = (dense - self.dense_mean) / self.dense_std
+        return torch.stack([m(x, sparse) for m in (self.model, *self.others)])
+
     def forward(self, dense: torch.Tensor, sparse) -> torch.Tensor:
-        return self.model((dense - self.dense_mean) / self.dense_std, sparse)  # (R,) logits
+        if not len(self.others):
+            return self.model((dense - self.dense_mean) / self.dense_std, sparse)  # (R,) logits
+        return self.member_logits(dense, sparse).mean(0)  # (R,) the members' mean logit
 
     def _loss(self, logits, labels, seg, pos) -> torch.Tensor:
         loss = logits.new_zeros(())
@@ -115,7 +135,8 @@ class LitRanker(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         dense, sparse, labels, seg, pos = batch
-        loss = self._loss(self(dense, sparse), labels, seg, pos)
+        # each member fits on its own (the sum of their losses): trained on the mean they would co-adapt
+        loss = sum(self._loss(z, labels, seg, pos) for z in self.member_logits(dense, sparse)) / (1 + len(self.others))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(seg.max()) + 1)
         return loss
 
