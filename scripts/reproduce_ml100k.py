@@ -6,13 +6,15 @@
 
 Every model trains through ``python -m recsys.train experiment=ml100k/<model> seed=<s>`` (a subprocess,
 as a user runs it), so its run is ``outputs/train/ml100k-<model>-seed<s>`` and a finished identical run
-is reused (a rerun only evaluates). Steps (each timed; ``<out>/reproduce.json`` is rewritten after each):
+is reused (a rerun only evaluates). Within a step, ``--jobs`` runs (default 2) train side by side, each
+single-threaded (``OMP_NUM_THREADS=1``), longest first. Steps (each timed; ``<out>/reproduce.json`` is rewritten after each):
 
 1. ``prepare``   -- ``python -m recsys.data.prepare data=ml100k`` (LOO split, ties by source row order);
-2. ``train``     -- Pop, ItemKNN, BPR-MF, SASRec, two-tower, sequential two-tower (``MODELS``), every seed;
+2. ``train``     -- Pop, ItemKNN, SASRec, the sequential two-tower (``DEFAULT_MODELS``; BPR-MF and the bag
+                    two-tower with ``--models``), every seed;
 3. ``index``     -- ``python -m recsys.index`` (IVF-Flat) on each seed's sequential two-tower run;
-4. ``rank``      -- the DLRM and DCN-v2 rankers behind each seed's sequential two-tower
-                    (``experiment=ml100k/seq_dlrm``, ``seq_dcn``); the served one is chosen on validation;
+4. ``rank``      -- the DLRM ranker behind each seed's sequential two-tower (``experiment=ml100k/seq_dlrm``;
+                    ``--rankers seq_dlrm seq_dcn`` adds DCN-v2, and the served one is chosen on validation);
 5. ``strengths`` -- ``scripts/sweep_pipeline_strengths.py`` on the first seed (validation only): the
                     accuracy cost of filters, MMR, category cap and exploration by strength, the chosen
                     defaults (copied into configs/pipeline/seq_ranked.yaml by hand, then served);
@@ -34,7 +36,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +47,15 @@ PY = sys.executable
 STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
 MODELS = ["pop", "itemknn", "bpr", "sasrec", "two_tower", "two_tower_seq"]
 RANKERS = ["seq_dlrm", "seq_dcn"]
+# the default run: the rows the pipeline is judged against (the best single models and the pipeline's own
+# retriever) and the ranker validation chose, so that it fits in 45 minutes on 2 cores. BPR-MF and the bag
+# two-tower (~+12 min) and DCN-v2 (~+10 min; lost to DLRM on validation) are one flag away
+DEFAULT_MODELS = ["pop", "itemknn", "sasrec", "two_tower_seq"]
+DEFAULT_RANKERS = ["seq_dlrm"]
+# longest first, so that --jobs 2 keeps both cores busy to the end of a step
+LONGEST_FIRST = ["two_tower_seq", "sasrec", "two_tower", "bpr", "itemknn", "pop"]
+# Hydra's global state (``completed`` composes a config) and the Recorder are shared by the --jobs threads
+LOCK = threading.Lock()
 # the sequential two-tower is trained for at most 40 epochs (its config allows 100 with patience 10;
 # validation NDCG@10 is within ~5% of its best by then) so that the served pipeline trains in < 15 min
 EPOCHS = {"two_tower_seq": ["trainer.max_epochs=40"]}
@@ -65,8 +78,21 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, default=float))
+        with LOCK:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=1, default=float))
+
+
+def in_parallel(a, tasks: list, fn) -> None:
+    """``fn(*task)`` for every task, ``a.jobs`` at a time (each task one single-threaded subprocess);
+    the first failure is raised once the running ones end."""
+    if a.jobs <= 1:
+        for t in tasks:
+            fn(*t)
+        return
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        for f in [pool.submit(fn, *t) for t in tasks]:
+            f.result()
 
 
 def sh(cmd: list[str], log: Path) -> float:
@@ -115,7 +141,9 @@ def train(a, experiment: str, seed: int, extra: list[str], logs: Path, reuse: bo
 
     ``reuse``: a completed run of the same identity is read, not run again (fitted recommenders)."""
     overrides = [f"experiment={a.dataset}/{experiment}", f"seed={seed}", *COMMON, *extra] + (["trainer=gpu"] if a.gpu else [])
-    if reuse and completed(a, overrides):
+    with LOCK:
+        done = reuse and completed(a, overrides)
+    if done:
         print(f"{experiment} seed {seed}: completed before, reused", flush=True)
         return metrics_of(run_dir(a, experiment.split("/")[-1], seed)), 0.0
     wall = sh([PY, "-m", "recsys.train", *overrides], logs / f"{experiment}-seed{seed}.log")
@@ -124,25 +152,32 @@ def train(a, experiment: str, seed: int, extra: list[str], logs: Path, reuse: bo
 
 def step_train(a, rec: Recorder, logs: Path) -> None:
     results = rec.data.setdefault("train", {})
-    for model in a.models:
-        for seed in a.seeds:
-            extra = QUICK if a.quick else EPOCHS.get(model, [])
-            m, wall = train(a, model, seed, extra, logs)
+
+    def one(model: str, seed: int) -> None:
+        extra = QUICK if a.quick else EPOCHS.get(model, [])
+        m, wall = train(a, model, seed, extra, logs)
+        with LOCK:
             results.setdefault(model, {})[str(seed)] = m | {"call_s": wall}
-            rec.save()
-            print(f"{model} seed {seed}: test/ndcg@10 {m.get('test/ndcg@10', float('nan')):.4f}", flush=True)
+        rec.save()
+        print(f"{model} seed {seed}: test/ndcg@10 {m.get('test/ndcg@10', float('nan')):.4f}", flush=True)
+
+    order = sorted(a.models, key=lambda m: LONGEST_FIRST.index(m) if m in LONGEST_FIRST else -1)
+    in_parallel(a, [(m, s) for m in order for s in a.seeds], one)
 
 
 def step_rank(a, rec: Recorder, logs: Path) -> None:
     results = rec.data.setdefault("rank", {})
-    for ranker in a.rankers:
-        for seed in a.seeds:
-            extra = QUICK + QUICK_RANK if a.quick else []
-            m, wall = train(a, ranker, seed, extra, logs, reuse=True)
-            prov = json.loads((run_dir(a, ranker, seed) / "model" / "provenance.json").read_text())
+
+    def one(ranker: str, seed: int) -> None:
+        extra = QUICK + QUICK_RANK if a.quick else []
+        m, wall = train(a, ranker, seed, extra, logs, reuse=True)
+        prov = json.loads((run_dir(a, ranker, seed) / "model" / "provenance.json").read_text())
+        with LOCK:
             results.setdefault(ranker, {})[str(seed)] = m | {"call_s": wall, **prov["extra"].get("fit_stats", {})}
-            rec.save()
-            print(f"{ranker} seed {seed}: val/ndcg@10 {m['val/ndcg@10']:.4f}", flush=True)
+        rec.save()
+        print(f"{ranker} seed {seed}: val/ndcg@10 {m['val/ndcg@10']:.4f}", flush=True)
+
+    in_parallel(a, [(r, s) for r in a.rankers for s in a.seeds], one)
 
 
 def chosen_ranker(rec: Recorder) -> str:
@@ -224,13 +259,19 @@ def hardware() -> dict:
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="training/indexing subprocesses at a time within a step (each single-threaded; default: 2 or "
+                        "the CPU count if smaller). 1 = one after another")
     p.add_argument("--quick", action="store_true", help="one epoch of a few batches everywhere, 20 users (tests)")
     p.add_argument("--gpu", action="store_true", help="trainer=gpu for every training run")
     p.add_argument("--dataset", default="ml100k", help="experiment group configs/experiment/<name>/")
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "ml100k", help="README.md, plots and reproduce.json")
     p.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
-    p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="the single-model rows to train")
-    p.add_argument("--rankers", nargs="+", default=RANKERS, choices=RANKERS, help="the rankers to train (the served one: best on validation)")
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=MODELS,
+                   help=f"the single-model rows to train (default {' '.join(DEFAULT_MODELS)}; all: {' '.join(MODELS)})")
+    p.add_argument("--rankers", nargs="+", default=DEFAULT_RANKERS, choices=RANKERS,
+                   help=f"the rankers to train, the served one the best on validation (default {' '.join(DEFAULT_RANKERS)}; "
+                        f"all: {' '.join(RANKERS)})")
     p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="paths.data_dir of every command (sets RECSYS_DATA; default: RECSYS_DATA, else ./data). "
@@ -274,9 +315,9 @@ def main(argv=None) -> dict:
         elif step == "train":
             step_train(a, rec, a.logs)
         elif step == "index":
-            for seed in a.seeds:
-                sh([PY, "-m", "recsys.index", f"run={run_dir(a, 'two_tower_seq', seed)}", "index=ivf_flat"],
-                   a.logs / f"index-seed{seed}.log")
+            in_parallel(a, [(s,) for s in a.seeds], lambda seed: sh(
+                [PY, "-m", "recsys.index", f"run={run_dir(a, 'two_tower_seq', seed)}", "index=ivf_flat"],
+                a.logs / f"index-seed{seed}.log"))
         elif step == "rank":
             step_rank(a, rec, a.logs)
         elif step == "pipeline":

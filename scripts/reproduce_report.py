@@ -51,7 +51,7 @@ def main_table(data: dict) -> list[str]:
     for key, name in MODEL_ROWS:
         runs = list(train.get(key, {}).values())
         lines.append(f"| {name} | {cells(runs)} | - | - | {seconds([r['train/time_s'] for r in runs if 'train/time_s' in r])} |"
-                     if runs else f"| {name} | not run |")
+                     if runs else f"| {name} | not run (`--models ... {key}`) |")
     ranker = pipe.get("ranker")
     seq_t = [r.get("train/time_s", 0.0) for r in train.get("two_tower_seq", {}).values()]
     rank_t = [r.get("train/time_s", r.get("ranker/fit_s", 0.0)) for r in rank.get(ranker, {}).values()]
