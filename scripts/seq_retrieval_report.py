@@ -68,18 +68,21 @@ def checkpoint_of(run: Path) -> Path:
 def load_model(run: Path, dataset_dir: str):
     """The run's model class (its ``.hydra/config.yaml``) from its best checkpoint.
 
-    Trusted loading: these are our own runs' checkpoints, written by this project's training.
+    Weights-only loading (``recsys.utils.artifacts.load_torch``): no pickled code runs.
     """
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     from recsys.models.lit_two_tower import LitTwoTower
+    from recsys.utils.artifacts import load_torch
 
     cls = get_class(OmegaConf.load(run / ".hydra" / "config.yaml").model.module._target_)
-    ckpt = checkpoint_of(run)
+    ckpt = load_torch(checkpoint_of(run))  # weights only, the project's allow-list: our runs need no more
     if issubclass(cls, LitTwoTower):
-        return cls.from_checkpoint(ckpt, trusted=True, dataset_dir=dataset_dir).eval()
-    return cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=False).eval()
+        return cls.from_checkpoint(ckpt, dataset_dir=dataset_dir).eval()
+    model = cls(**ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
 
 
 @torch.no_grad()

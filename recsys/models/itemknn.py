@@ -50,7 +50,8 @@ class ItemKNN:
         xt = x.T.tocsr()  # (N, U)
         norms = np.sqrt(np.asarray(x.sum(0)).ravel())  # (N,) sqrt(|U_i|)
         rows, cols, vals = [], [], []
-        for start in tqdm(range(0, self.n_items, self.block), desc="itemknn", leave=False):
+        # disable=None: a bar on a terminal only (it fits inside every pipeline build; logs stay clean)
+        for start in tqdm(range(0, self.n_items, self.block), desc="itemknn", leave=False, disable=None):
             stop = min(start + self.block, self.n_items)
             co = (xt[start:stop] @ x).toarray()  # (b, N) co-occurrence counts
             sim = co / (norms[start:stop, None] * norms[None, :] + self.shrink + 1e-12)
