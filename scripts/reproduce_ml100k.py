@@ -43,14 +43,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from reproduce_report import DEFAULT_MODELS  # noqa: E402  (the report owns the rows)
+
 PY = sys.executable
 STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
 MODELS = ["pop", "itemknn", "bpr", "sasrec", "two_tower", "two_tower_seq"]
 RANKERS = ["seq_dlrm", "seq_dcn"]
-# the default run: the rows the pipeline is judged against (the best single models and the pipeline's own
-# retriever) and the ranker validation chose, so that it fits in 45 minutes on 2 cores. BPR-MF and the bag
-# two-tower (~+12 min) and DCN-v2 (~+10 min; lost to DLRM on validation) are one flag away
-DEFAULT_MODELS = ["pop", "itemknn", "sasrec", "two_tower_seq"]
+# the default run (31 min on 2 cores): reproduce_report.DEFAULT_MODELS and the ranker validation chose.
+# BPR-MF and the bag two-tower (~+12 min) and DCN-v2 (~+10 min; lost to DLRM on validation) are one flag away
 DEFAULT_RANKERS = ["seq_dlrm"]
 # longest first, so that --jobs 2 keeps both cores busy to the end of a step
 LONGEST_FIRST = ["two_tower_seq", "sasrec", "two_tower", "bpr", "itemknn", "pop"]
@@ -62,6 +62,7 @@ EPOCHS = {"two_tower_seq": ["trainer.max_epochs=40"]}
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=3"]
 QUICK_RANK = ["model.module.max_train_users=40", "model.module.n_holdout=2", "model.module.retriever.max_epochs=1"]
 COMMON = ["logger=none", "eval.progress=false", "trainer.enable_progress_bar=false"]
+RANK_COMMON = ["model.module.progress=false"]  # the ranker's list-building bars (not part of a run's identity)
 
 
 class Recorder:
@@ -169,7 +170,7 @@ def step_rank(a, rec: Recorder, logs: Path) -> None:
     results = rec.data.setdefault("rank", {})
 
     def one(ranker: str, seed: int) -> None:
-        extra = QUICK + QUICK_RANK if a.quick else []
+        extra = RANK_COMMON + (QUICK + QUICK_RANK if a.quick else [])
         m, wall = train(a, ranker, seed, extra, logs, reuse=True)
         prov = json.loads((run_dir(a, ranker, seed) / "model" / "provenance.json").read_text())
         with LOCK:
@@ -257,7 +258,10 @@ def hardware() -> dict:
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        """The docstring as written, and every flag's default."""
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="training/indexing subprocesses at a time within a step (each single-threaded; default: 2 or "
@@ -347,4 +351,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, FileNotFoundError) as e:  # a failed step: its command, exit code and log tail
+        sys.exit(f"reproduce_ml100k: {e}")

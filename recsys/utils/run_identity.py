@@ -22,7 +22,8 @@ This list is the one place that says so; ``docs/architecture.md`` ("Artifacts") 
 - ``callbacks.*.dirpath``, ``callbacks.*.filename``, ``callbacks.*.verbose``: where and under
   which name checkpoints are written, and how chattily.
 - ``eval.progress``, ``eval.batch_size``, ``eval.device``: how the evaluator is shown, batched
-  and placed (full-ranking metrics do not depend on them).
+  and placed (full-ranking metrics do not depend on them); ``model.module.progress``: the
+  ranker's list-building bars.
 - ``data.reader.cache_dir``, ``data.force``, ``data.text_batch_size``: the download cache, a
   forced rebuild, and the embedding batch size of ``prepare`` (the dataset it writes is covered
   by its fingerprint, which every run records and checks on resume).
@@ -54,7 +55,7 @@ NON_IDENTITY: tuple[str, ...] = (
     *(f"*.trainer.config.{key}" for key in ("default_root_dir", "enable_progress_bar", "enable_model_summary",
                                             "log_every_n_steps")),
     "callbacks.*.dirpath", "callbacks.*.filename", "callbacks.*.verbose",
-    "eval.progress", "eval.batch_size", "eval.device",
+    "eval.progress", "eval.batch_size", "eval.device", "model.module.progress",
     "data.reader.cache_dir", "data.force", "data.text_batch_size",
 )
 
