@@ -4,11 +4,8 @@
 #   scripts/reproduce_ml100k.sh --quick --out /tmp/r
 #   scripts/reproduce_ml100k.sh --gpu           # GPU box: trainer=gpu, vLLM for the LLM re-rank
 # All arguments go to scripts/reproduce_ml100k.py (see its --help).
-# Uses .venv/bin/python when there is one (`make run` makes it), else the `python` on PATH; PYTHON overrides both.
+# Uses the `python` on PATH (PYTHON overrides it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
-fi
-exec "$PYTHON" scripts/reproduce_ml100k.py "$@"
+exec "${PYTHON:-python}" scripts/reproduce_ml100k.py "$@"
