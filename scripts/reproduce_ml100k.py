@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,15 +85,19 @@ class Recorder:
 
 
 def in_parallel(a, tasks: list, fn) -> None:
-    """``fn(*task)`` for every task, ``a.jobs`` at a time (each task one single-threaded subprocess);
-    the first failure is raised once the running ones end."""
+    """``fn(*task)`` for every task, ``a.jobs`` at a time (each task one single-threaded subprocess).
+    On the first failure the tasks not yet started are cancelled; it is raised once the running ones end."""
     if a.jobs <= 1:
         for t in tasks:
             fn(*t)
         return
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        for f in [pool.submit(fn, *t) for t in tasks]:
-            f.result()
+        futures = [pool.submit(fn, *t) for t in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+        if failed is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed.exception()
 
 
 def sh(cmd: list[str], log: Path) -> float:

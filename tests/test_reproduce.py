@@ -110,3 +110,32 @@ def test_ml1m_experiments_mirror_ml100k(model):
     assert cfg.data.name == "ml1m" and cfg.trainer.accelerator == "gpu"
     assert cfg.model.module._target_ == ref.model.module._target_
     assert cfg.eval.ks == ref.eval.ks
+
+
+def test_jobs_run_side_by_side_and_a_failure_cancels_what_has_not_started():
+    """--jobs 2: two tasks at once; the first failure is raised and the tasks still queued never run."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from reproduce_ml100k import in_parallel
+
+    started, lock, peak, running = [], threading.Lock(), [0], [0]
+
+    def task(i):
+        with lock:
+            started.append(i)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        if i == 0:
+            raise RuntimeError("step failed")
+
+    with pytest.raises(RuntimeError, match="step failed"):
+        in_parallel(SimpleNamespace(jobs=2), [(i,) for i in range(8)], task)
+    assert peak[0] == 2 and len(started) < 8
+    done = []
+    in_parallel(SimpleNamespace(jobs=1), [(i,) for i in range(3)], done.append)
+    assert done == [0, 1, 2]  # --jobs 1: in order, one after another
