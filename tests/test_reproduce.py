@@ -81,6 +81,10 @@ def test_report_mean_std_deltas_and_missing_rows(tmp_path):
     assert ranked[6] == "+5.0% (+-+)" and ranked[7] == "3.0e-03"
     assert ranked[8] == "40 ± 20"  # seq two-tower + the ranker behind it, per seed
     assert "## LLM stage\n\nNot run in this reproduction." in text  # no llm_pipeline_seq_ranked.json under tmp_path
+    assert "every model trains as its experiment config says" in text  # no epoch caps recorded
+    # the protocol names the epoch cap reproduce_ml100k.py recorded (its EPOCHS), not a number of its own
+    record["settings"]["epochs"] = {"two_tower_seq": ["trainer.max_epochs=60"]}
+    assert "the seq two-tower at most 60 epochs (the served pipeline's" in write_report(record, tmp_path).read_text()
     # with the LLM evaluation's JSON beside it, its rows are in the report
     llm = {"input": {"test": {"pipeline": "seq_ranked", "top_n": 20, "artifacts": {"ranker": "r0"}}},
            "chosen_blend": {"zero-shot": 0.0}, "timing": {"zero-shot": {"valid": {"total_s": 3.0}, "test": {"total_s": 2.0}}},
