@@ -1,4 +1,4 @@
-"""configs/pipeline/seq_ranked.yaml (sequential two-tower + DLRM behind it + filters/MMR/cap/exploration):
+"""configs/pipeline/seq_ranked.yaml (sequential two-tower + DLRM behind it + filters/MMR/cap; exploration off):
 its configs composed as the entry points compose them, a missing run's error, and its `journey` walked
 as a user walks it (subprocesses on scratch data/output roots, training shortened by overrides)."""
 
@@ -44,6 +44,11 @@ def test_seq_ranked_composes_on_the_seq_two_tower_and_its_ranker():
     stages = list(p.stages)
     assert stages[0] == "ranker" and stages.index("ranker") < stages.index("available") < stages.index("mmr")
     assert set(p.sources) >= {"two_tower", "item2item", "content", "popularity"}
+    # exploration is off (its validation cost is past the 1% rule); the override its comment gives brings it back
+    assert p.stages.exploration is None
+    on = _serve_cfg("pipeline.stages.exploration={_target_:recsys.pipeline.exploration.ThompsonExploration,n_slots:2}")
+    assert list(on.pipeline.stages).index("category_cap") < list(on.pipeline.stages).index("exploration")
+    assert on.pipeline.stages.exploration._target_.endswith("ThompsonExploration") and on.pipeline.stages.exploration.n_slots == 2
     # the journey's training commands are the experiments that exist, seed 42 = the served runs' seed
     cmds = [shlex.split(c)[2:] for c in p.journey]
     assert [c[0] for c in cmds] == ["recsys.data.prepare", "recsys.train", "recsys.index", "recsys.train"]
