@@ -19,8 +19,8 @@ single-threaded (``OMP_NUM_THREADS=1``), longest first. Steps (each timed; ``<ou
                     accuracy cost of filters, MMR, category cap and exploration by strength, the chosen
                     defaults (copied into configs/pipeline/seq_ranked.yaml by hand, then served);
 6. ``pipeline``  -- the served pipeline stage by stage, validation and test, every seed:
-                    seq two-tower -> "+ merged sources" -> "+ <ranker>" -> "+ filters, MMR, cap, exploration"
-                    (``configs/pipeline/seq_ranked.yaml`` as served), per-user NDCG@10 for paired tests;
+                    seq two-tower -> "+ merged sources" -> "+ <ranker>" -> "+ filters, MMR, cap[, exploration]"
+                    (``configs/pipeline/seq_ranked.yaml`` as served: the stages it switches on), per-user NDCG@10 for paired tests;
 7. ``report``    -- ``experiments/ml100k/README.md`` + plots (``scripts/reproduce_report.py``).
 
 The LLM rows (the LLM re-rank of the served pipeline's top 20, zero-shot and LoRA, blend chosen on
@@ -49,7 +49,7 @@ PY = sys.executable
 STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
 MODELS = ["pop", "itemknn", "bpr", "sasrec", "two_tower", "two_tower_seq"]
 RANKERS = ["seq_dlrm", "seq_dcn"]
-# the default run (31 min on 2 cores): reproduce_report.DEFAULT_MODELS and the ranker validation chose.
+# the default run (40 min on 2 cores): reproduce_report.DEFAULT_MODELS and the ranker validation chose.
 # BPR-MF and the bag two-tower (~+12 min) and DCN-v2 (~+10 min; lost to DLRM on validation) are one flag away
 DEFAULT_RANKERS = ["seq_dlrm"]
 # longest first, so that --jobs 2 keeps both cores busy to the end of a step
