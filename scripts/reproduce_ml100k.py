@@ -56,12 +56,9 @@ DEFAULT_RANKERS = ["seq_dlrm"]
 LONGEST_FIRST = ["two_tower_seq", "sasrec", "two_tower", "bpr", "itemknn", "pop"]
 # Hydra's global state (``completed`` composes a config) and the Recorder are shared by the --jobs threads
 LOCK = threading.Lock()
-# the sequential two-tower is trained for at most 60 epochs (its config allows 100 with patience 10) so that
-# the served pipeline (tower + index + ranker) trains in < 15 min on 2 cores: ~9 s per epoch with two jobs side
-# by side. Validation NDCG@10, best by epoch 40 / 60 / uncapped: seed 0 0.129 / 0.137 / 0.138 (epoch 62, stopped
-# at 73), seed 1 0.130 / 0.136 / 0.137 (epoch 68; stopped by hand at 79); the ranker behind seed 0's uncapped tower:
-# validation 0.1459 against 0.1437 behind the 40-epoch one.
-EPOCHS = {"two_tower_seq": ["trainer.max_epochs=60"]}
+# per-model epoch overrides on top of the experiment configs (none: each config owns its epochs; the seq
+# two-tower's 60 is the served pipeline's training budget, configs/experiment/ml100k/two_tower_seq.yaml)
+EPOCHS: dict[str, list[str]] = {}
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=3"]
 QUICK_RANK = ["model.module.max_train_users=40", "model.module.n_holdout=2", "model.module.retriever.max_epochs=1"]
 COMMON = ["logger=none", "eval.progress=false", "trainer.enable_progress_bar=false"]

@@ -2,7 +2,7 @@
 # Reproduce experiments/ml100k/README.md (the ML-100K paper-style table) with one command.
 #   scripts/reproduce_ml100k.sh                 # CPU, seeds 0 1 2 (see experiments/ml100k/README.md for its wall time)
 #   scripts/reproduce_ml100k.sh --quick --out /tmp/r
-#   scripts/reproduce_ml100k.sh --gpu           # GPU box: trainer=gpu, vLLM for the LLM re-rank
+#   scripts/reproduce_ml100k.sh --gpu           # GPU box: trainer=gpu for every training run (the LLM rows: docs/gpu.md)
 # All arguments go to scripts/reproduce_ml100k.py (see its --help).
 # Uses the `python` on PATH (PYTHON overrides it).
 set -euo pipefail

@@ -38,11 +38,15 @@ def seconds(vals: list[float]) -> str:
     return mean_std(vals, 0) if vals else "-"
 
 
+def signs(per_seed: list[dict]) -> str:
+    """Each seed's paired delta as +, - or 0 (the main and the paired table print the same string)."""
+    return "".join("+" if s["delta"] > 0 else "-" if s["delta"] < 0 else "0" for s in per_seed)
+
+
 def delta(p: dict | None) -> str:
     if not p:
         return "- | -"
-    seeds = p.get("test_per_seed") or []
-    sign = "".join("+" if s["delta"] > 0 else "-" if s["delta"] < 0 else "0" for s in seeds)
+    sign = signs(p.get("test_per_seed") or [])
     t = p["test"]
     return f"{100 * t['rel_gain']:+.1f}% ({sign}) | {t['wilcoxon_p']:.1e}"
 
@@ -59,14 +63,17 @@ def main_table(data: dict) -> list[str]:
             why = "not run" if key in DEFAULT_MODELS else f"not run (add `{key}` to `--models`)"
             lines.append(f"| {name} | {why} |" + " |" * (len(COLUMNS) + 2))
     ranker = pipe.get("ranker")
-    seq_t = [r.get("train/time_s", 0.0) for r in train.get("two_tower_seq", {}).values()]
-    rank_t = [r.get("train/time_s", r.get("ranker/fit_s", 0.0)) for r in rank.get(ranker, {}).values()]
+    seq_runs, rank_runs = train.get("two_tower_seq", {}), rank.get(ranker, {})
+    seq_t = [r.get("train/time_s", 0.0) for r in seq_runs.values()]
+    # the tower and the ranker of the same seed (the runs finish, and are recorded, in any order)
+    ranked_t = [seq_runs[s].get("train/time_s", 0.0) + r.get("train/time_s", r.get("ranker/fit_s", 0.0))
+                for s, r in sorted(rank_runs.items()) if s in seq_runs]
     for name, runs in (pipe.get("rows") or {}).items():
         # "input + stage": the row's input is its name without the last stage
         paired = pipe.get("paired", {}).get(f"{name} vs {name.rsplit(' + ', 1)[0]}")
         # end-to-end training: the seq two-tower (+ the ranker behind it in the rows that have it)
         ranked = f"+ {RANKER_LABEL.get(ranker, ranker)}" in name
-        t = [a + b for a, b in zip(seq_t, rank_t)] if ranked else seq_t
+        t = ranked_t if ranked else seq_t
         lines.append(f"| {name} | {cells(list(runs.values()))} | {delta(paired)} | {seconds(t)} |")
     return lines
 
@@ -93,9 +100,9 @@ def paired_table(data: dict) -> list[str]:
         for stage in ("valid", "test"):
             if stage in p:
                 s = p[stage]
-                signs = "".join("+" if x["delta"] > 0 else "-" for x in p.get(f"{stage}_per_seed", []))
+                per_seed = signs(p.get(f"{stage}_per_seed", []))
                 lines.append(f"| {key} | {stage} | {s['delta']:+.4f} | {100 * s['rel_gain']:+.1f}% | {s['wilcoxon_p']:.1e} | "
-                             f"{s['users_better']} / {s['users_worse']} | {signs} |")
+                             f"{s['users_better']} / {s['users_worse']} | {per_seed} |")
     return lines
 
 
@@ -186,10 +193,14 @@ def llm_section(path: Path) -> list[str]:
 
 def epoch_budget(settings: dict) -> str:
     """The protocol's sentence on epoch caps, from the settings reproduce_ml100k.py recorded (its EPOCHS)."""
-    caps = {m: o.split("=", 1)[1] for m, ovr in (settings.get("epochs") or {}).items() if isinstance(ovr, list)
-            for o in ovr if o.startswith("trainer.max_epochs=")}
-    if settings.get("quick") or not caps:
-        return "every model trains as its experiment config says (early stopping on validation NDCG@10)"
+    if settings.get("quick"):
+        return "--quick: every model trains 1 epoch of 3 batches (a smoke run; its numbers mean nothing)"
+    epochs = settings.get("epochs")
+    caps = {m: o.split("=", 1)[1] for m, ovr in (epochs.items() if isinstance(epochs, dict) else ())
+            if isinstance(ovr, list) for o in ovr if o.startswith("trainer.max_epochs=")}
+    if not caps:
+        return ("every model trains as its experiment config says (configs/experiment/<dataset>/: max_epochs, "
+                "early stopping on validation NDCG@10)")
     names = dict(MODEL_ROWS)
     capped = ", ".join(f"the {names.get(m, m)} at most {n} epochs" for m, n in caps.items())
     return (f"{capped} (the served pipeline's training-time budget; early stopping on validation NDCG@10 within it), "

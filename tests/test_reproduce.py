@@ -80,11 +80,19 @@ def test_report_mean_std_deltas_and_missing_rows(tmp_path):
     ranked = _table_row(text, rows[1][0])
     assert ranked[6] == "+5.0% (+-+)" and ranked[7] == "3.0e-03"
     assert ranked[8] == "40 ± 20"  # seq two-tower + the ranker behind it, per seed
+    # the ranker runs are recorded in the order they finish: times are paired by seed, not by position
+    tower = {"0": {"train/time_s": 600.0}, "1": {"train/time_s": 500.0}, "2": {"train/time_s": 480.0}}
+    ranks = {"1": {"train/time_s": 100.0}, "0": {"train/time_s": 300.0}, "2": {"train/time_s": 220.0}}
+    shuffled = {**record, "train": {**record["train"], "two_tower_seq": {k: runs[k] | v for k, v in tower.items()}},
+                "rank": {"seq_dlrm": {k: runs[k] | v for k, v in ranks.items()}}}
+    assert _table_row(write_report(shuffled, tmp_path).read_text(), rows[1][0])[8] == "733 ± 153"  # 900, 600, 700 (by position: 700, 800, 700)
     assert "## LLM stage\n\nNot run in this reproduction." in text  # no llm_pipeline_seq_ranked.json under tmp_path
     assert "every model trains as its experiment config says" in text  # no epoch caps recorded
     # the protocol names the epoch cap reproduce_ml100k.py recorded (its EPOCHS), not a number of its own
     record["settings"]["epochs"] = {"two_tower_seq": ["trainer.max_epochs=60"]}
     assert "the seq two-tower at most 60 epochs (the served pipeline's" in write_report(record, tmp_path).read_text()
+    record["settings"].update(quick=True, epochs=["trainer.max_epochs=1"])  # --quick records the QUICK list
+    assert "--quick: every model trains 1 epoch of 3 batches" in write_report(record, tmp_path).read_text()
     # with the LLM evaluation's JSON beside it, its rows are in the report
     llm = {"input": {"test": {"pipeline": "seq_ranked", "top_n": 20, "artifacts": {"ranker": "r0"}}},
            "chosen_blend": {"zero-shot": 0.0}, "timing": {"zero-shot": {"valid": {"total_s": 3.0}, "test": {"total_s": 2.0}}},

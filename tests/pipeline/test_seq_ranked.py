@@ -46,9 +46,17 @@ def test_seq_ranked_composes_on_the_seq_two_tower_and_its_ranker():
     assert set(p.sources) >= {"two_tower", "item2item", "content", "popularity"}
     # exploration is off (its validation cost is past the 1% rule); the override its comment gives brings it back
     assert p.stages.exploration is None
-    on = _serve_cfg("pipeline.stages.exploration={_target_:recsys.pipeline.exploration.ThompsonExploration,n_slots:2}")
+    comment = next(line for line in (ROOT / "configs/pipeline/seq_ranked.yaml").read_text().splitlines()
+                   if "'pipeline.stages.exploration=" in line)
+    on = _serve_cfg(shlex.split(comment.lstrip(" #"))[0])  # as a shell passes it
     assert list(on.pipeline.stages).index("category_cap") < list(on.pipeline.stages).index("exploration")
-    assert on.pipeline.stages.exploration._target_.endswith("ThompsonExploration") and on.pipeline.stages.exploration.n_slots == 2
+    # ... the node the strengths sweep measured (its parent's, at 2 slots), not the constructor's defaults
+    from omegaconf import OmegaConf
+
+    from recsys.pipeline.build import compose_serve
+
+    swept = OmegaConf.to_container(compose_serve(["pipeline=seq_two_tower"]).pipeline.stages.exploration)
+    assert OmegaConf.to_container(on.pipeline.stages.exploration) == swept | {"n_slots": 2}
     # the journey's training commands are the experiments that exist, seed 42 = the served runs' seed
     cmds = [shlex.split(c)[2:] for c in p.journey]
     assert [c[0] for c in cmds] == ["recsys.data.prepare", "recsys.train", "recsys.index", "recsys.train"]
