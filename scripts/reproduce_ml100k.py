@@ -266,23 +266,25 @@ def parse(argv=None):
         """The docstring as written, and every flag's default."""
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="training seeds; every row is the mean ± std over them")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="training/indexing subprocesses at a time within a step (each single-threaded; default: 2 or "
-                        "the CPU count if smaller). 1 = one after another")
+                   help="training/indexing subprocesses at a time within a step, each single-threaded (2, or the CPU "
+                        "count if smaller); 1 = one after another")
     p.add_argument("--quick", action="store_true", help="one epoch of a few batches everywhere, 20 users (tests)")
     p.add_argument("--gpu", action="store_true", help="trainer=gpu for every training run")
     p.add_argument("--dataset", default="ml100k", help="experiment group configs/experiment/<name>/")
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "ml100k", help="README.md, plots and reproduce.json")
-    p.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
+    p.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS,
+                   help="a subset to resume or redo; they always run in this order, and runs whose identity is "
+                        "already on disk are reused")
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=MODELS,
-                   help=f"the single-model rows to train (default {' '.join(DEFAULT_MODELS)}; all: {' '.join(MODELS)})")
+                   help=f"the single-model rows to train (all: {' '.join(MODELS)})")
     p.add_argument("--rankers", nargs="+", default=DEFAULT_RANKERS, choices=RANKERS,
-                   help=f"the rankers to train, the served one the best on validation (default {' '.join(DEFAULT_RANKERS)}; "
-                        f"all: {' '.join(RANKERS)})")
+                   help=f"the rankers to train, the served one the best on validation (all: {' '.join(RANKERS)})")
     p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="paths.data_dir of every command (sets RECSYS_DATA; default: RECSYS_DATA, else ./data). "
+                   help="paths.data_dir of every command (sets RECSYS_DATA; unset: RECSYS_DATA, else ./data). "
                         "It is part of every run's identity: runs trained with another data_dir are not reused")
     a = p.parse_args(argv)
     # the runs go where `python -m recsys.train` puts them (RECSYS_OUTPUTS, else ./outputs); --quick runs go

@@ -184,3 +184,18 @@ def test_user_errors_are_one_line_without_a_traceback(argv, says, tmp_path):
                          cwd=Path(CONFIGS).parent, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and says in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("module", ["recsys.train", "recsys.index", "recsys.recommend", "recsys.serve",
+                                    "recsys.data.prepare"])
+def test_help_starts_with_what_the_command_does(module):
+    import importlib
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", module, "--help"], cwd=Path(CONFIGS).parent,
+                         capture_output=True, text=True, timeout=300)
+    mod = importlib.import_module(module if module != "recsys.serve" else "recsys.serve.__main__")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith(mod.__doc__.strip().splitlines()[0])  # the docstring, then Hydra's groups
+    assert "== Configuration groups ==" in res.stdout

@@ -258,4 +258,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from recsys.utils.cli import doc_on_help
+
+    doc_on_help(__doc__)
     main()

@@ -98,4 +98,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from recsys.utils.cli import doc_on_help
+
+    doc_on_help(__doc__)
     main()

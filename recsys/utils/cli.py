@@ -10,11 +10,21 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from recsys.data.schema import DataError
 from recsys.utils.artifacts import ProvenanceError
 
+
+
+def doc_on_help(doc: str | None, argv: list[str] | None = None) -> None:
+    """Print the entry point's docstring before Hydra's ``--help`` (config groups and the composed
+    config), so ``python -m recsys.<cmd> --help`` starts with what the command does and how to call it.
+    The docstring stays the one place that says so."""
+    argv = sys.argv[1:] if argv is None else argv
+    if doc and ("--help" in argv or "-h" in argv):
+        print(doc.strip() + "\n")
 
 
 class UsageError(ValueError):

@@ -95,6 +95,8 @@ def test_a_missing_run_names_the_whole_journey(tmp_path):
     assert "no such run" in msg and "seq_ranked" in msg
     for cmd in cfg.pipeline.journey:
         assert cmd in msg
+    # the index command names the runs where this config looks for them (RECSYS_OUTPUTS / paths.log_dir)
+    assert f"recsys.index run={tmp_path}/train/ml100k-two_tower_seq-seed42 " in msg
 
 
 
