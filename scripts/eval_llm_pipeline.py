@@ -11,10 +11,10 @@
    VALIDATION NDCG@10 of ``b*z(llm) + (1-b)*z(pipeline score)``; test read once, for b=1 and the chosen b.
 4. Wilcoxon signed-rank over test users (per-user NDCG@10) of each row against the input order.
 
-    OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline two_tower_dlrm \\
-        --adapter outputs/llm/adapters/finetune_smollm2 --out experiments/ml100k/llm_pipeline.json
+    OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline seq_ranked \\
+        --adapter ~/.cache/recsys/llm/adapters/finetune_smollm2 --out /tmp/llm_seq_ranked.json
     # GPU box, same protocol, a 7-8B instruct model through vLLM:
-    python scripts/eval_llm_pipeline.py --pipeline two_tower_dlrm --llm vllm --batch-size 64 --n-users 0
+    python scripts/eval_llm_pipeline.py --pipeline seq_ranked --llm vllm --batch-size 64 --n-users 0   # docs/gpu.md
 
 Writes ``--out`` (JSON: ``rows``, ``valid_curves``, ``chosen_blend``, ``timing``, ``input``).
 """
@@ -95,9 +95,11 @@ def main() -> None:
     t0 = time.perf_counter()
     base = build_llm(OmegaConf.merge(llm_cfg, {"adapter": None})).backend
     models = {"zero-shot": base}
+    adapter_meta = {}
     if args.adapter:
         meta = Path(args.adapter) / "finetune.json"
-        tuned_on = json.loads(meta.read_text()).get("max_history") if meta.exists() else None
+        adapter_meta = json.loads(meta.read_text()) if meta.exists() else {}
+        tuned_on = adapter_meta.get("max_history")
         if tuned_on is not None and tuned_on != llm_cfg.rerank.max_history:
             raise ValueError(f"{args.adapter} was tuned on prompts with max_history={tuned_on}, the rerank node "
                              f"writes {llm_cfg.rerank.max_history}: pass --llm-override rerank.max_history={tuned_on}")
@@ -133,6 +135,9 @@ def main() -> None:
         "llm": OmegaConf.to_container(llm_cfg, resolve=True), "model_load_s": load_s,
         "grid": grid, "valid_curves": {m: {f"{b:g}": v for b, v in c.items()} for m, c in curves.items()},
         "chosen_blend": chosen, "rows": rows, "timing": timing,
+        # what the adapter was trained on (scripts/finetune_llm_ranker.py's record), the report quotes it
+        "adapter": {"dir": args.adapter, **{k: v for k, v in adapter_meta.get("train", {}).items() if k != "loss_curve"}}
+        if args.adapter else None,
         "llm_scores": {m: {h: {str(j): v.round(5).tolist() for j, v in sc.items()} for h, sc in s_.items()}
                        for m, s_ in all_scores.items()},  # per row of `users`, in input order: re-blend offline
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared, torch threads={args.threads}",

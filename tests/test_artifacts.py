@@ -199,3 +199,13 @@ def test_help_starts_with_what_the_command_does(module):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith(mod.__doc__.strip().splitlines()[0])  # the docstring, then Hydra's groups
     assert "== Configuration groups ==" in res.stdout
+
+
+def test_a_pipelines_journey_is_not_part_of_a_rankers_identity():
+    """seq_dlrm embeds a pipeline node whose journey (commands for a user) names paths.log_dir; only the
+    runs it reads (the parent two-tower) may make a ranker another run."""
+    seq = ["experiment=ml100k/seq_dlrm"]
+    base, moved = identity_config(_compose(seq)), identity_config(_compose([*seq, "paths.log_dir=/elsewhere"]))
+    assert "journey" not in str(base)
+    assert {d.split(":")[0] for d in identity_diff(base, moved)} == {
+        "model.module.candidates.node.artifacts.two_tower.run_dir", "model.module.retriever_run"}

@@ -57,6 +57,7 @@ NON_IDENTITY: tuple[str, ...] = (
     "callbacks.*.dirpath", "callbacks.*.filename", "callbacks.*.verbose",
     "eval.progress", "eval.batch_size", "eval.device", "model.module.progress",
     "data.reader.cache_dir", "data.force", "data.text_batch_size",
+    "*.journey",  # a pipeline's commands for a user (they name paths.log_dir): what makes the runs, not this one
 )
 
 

@@ -154,3 +154,6 @@ def test_finetune_configs_compose(name):
     assert cfg.backend._target_.endswith("TransformersBackend") and cfg.rerank.mode == "verbalizer"
     if name == "finetune_gpu":
         assert cfg.backend.device == "cuda" and cfg.backend.dtype == "bfloat16" and "8B" in cfg.backend.model
+        assert cfg.finetune.examples.max_examples is None and cfg.finetune.trainer.last_n_layers is None
+    else:  # the CPU recipe of the report: >= 10x the first run's 96 users
+        assert cfg.finetune.examples.max_examples >= 960 and cfg.finetune.examples.max_users is None
