@@ -1,15 +1,18 @@
 """LlamaRec-style LoRA fine-tuning of the LLM ranker on ML-100K, then the LlamaRec evaluation.
 
-1. Training examples from the TRAIN split only (``recsys.llm.finetune.build_examples``):
-   a seeded sample of training users, history = all but the last train item,
-   target = the last train item, candidates = ItemKNN's top-19 + the target, shuffled.
-2. One epoch of LoRA (``LoRAFinetuner``), adapter saved to ``--adapter-dir``.
+1. Training examples from the TRAIN split only (``recsys.llm.finetune.build_examples``): every
+   training user's last 3 train items are targets (history = the train items before each),
+   candidates = ItemKNN's top-19 (fitted before the first cut-off) + the target, shuffled;
+   ``finetune.examples.max_examples`` (960 in configs/llm/finetune_smollm2.yaml) is a seeded sample.
+2. One epoch of LoRA (``LoRAFinetuner``), adapter and its training record (``finetune.json``) saved
+   to ``--adapter-dir`` (default ``~/.cache/recsys/llm/adapters/<config name>``).
 3. LlamaRec protocol on the same seeded test-user sample as
    ``scripts/eval_llm_rerank.py`` (ItemKNN fitted on train, history = train +
    valid, consumed items masked, top-20 re-ranked with verbalizer scores):
    input order vs zero-shot LLM vs fine-tuned LLM (adapter re-loaded from disk).
 
-    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --n-eval-users 500
+    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --train-only     # the report's adapter (~40 min)
+    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --n-eval-users 500  # + the LlamaRec evaluation
     python scripts/finetune_llm_ranker.py --config finetune_gpu --threads 8     # GPU box
 
 Writes ``--out`` (JSON) and ``--md`` (report).
