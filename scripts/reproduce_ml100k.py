@@ -269,8 +269,8 @@ def parse(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="training seeds; every row is the mean ± std over them")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="training/indexing subprocesses at a time within a step, each single-threaded (2, or the CPU "
-                        "count if smaller); 1 = one after another")
+                   help="training/indexing subprocesses at a time within a step, each single-threaded (never more "
+                        "than the CPU count); 1 = one after another")
     p.add_argument("--quick", action="store_true", help="one epoch of a few batches everywhere, 20 users (tests)")
     p.add_argument("--gpu", action="store_true", help="trainer=gpu for every training run")
     p.add_argument("--dataset", default="ml100k", help="experiment group configs/experiment/<name>/")
