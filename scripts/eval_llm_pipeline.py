@@ -52,7 +52,9 @@ def metrics_of(ev, lists, users, targets) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from recsys.utils.cli import ScriptHelp
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelp)
     ap.add_argument("--pipeline", required=True, help="configs/pipeline/<NAME>.yaml (serve.yaml's pipeline= choice)")
     ap.add_argument("--override", action="append", default=[],
                     help="serve.yaml override for the pipeline, e.g. pipeline.artifacts.ranker.run_dir=outputs/train/x")
@@ -60,12 +62,12 @@ def main() -> None:
     ap.add_argument("--llm-override", action="append", default=[], help="override of that LLM config")
     ap.add_argument("--adapter", default=None, help="LoRA adapter dir (scripts/finetune_llm_ranker.py): adds the fine-tuned rows")
     ap.add_argument("--n-users", type=int, default=300, help="seeded sample of users, the same for valid and test (0 = all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--top-n", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0, help="user sample seed")
+    ap.add_argument("--top-n", type=int, default=20, help="the pipeline's top-N the LLM re-ranks")
     ap.add_argument("--grid", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="blend weights (must include 0)")
     ap.add_argument("--batch-size", type=int, default=8, help="lists per backend call")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="experiments/ml100k/llm_pipeline.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--out", default="experiments/ml100k/llm_pipeline.json", help="rows, choices and paired tests (JSON)")
     args = ap.parse_args()
 
     import torch
@@ -148,6 +150,11 @@ def main() -> None:
         p = r.get("paired_vs_input", {}).get("wilcoxon_p")
         print(f"{r['row']:<28} test ndcg@10 {r['ndcg@10']:.4f} recall@10 {r['recall@10']:.4f} "
               f"valid ndcg@10 {r['valid_ndcg@10'] if r['valid_ndcg@10'] is None else round(r['valid_ndcg@10'], 4)} p={p}")
+    n_hit = int(round(hit["test"] * len(users)))
+    print(f"{n_hit} of {len(users)} test users have their item in the input top-{args.top_n} (a re-ranking can move only "
+          f"those); wrote {args.out}")
+    if n_hit < 30:
+        print("too few to tell the rows apart: raise --n-users (the report uses 150) or --top-n")
 
 
 if __name__ == "__main__":

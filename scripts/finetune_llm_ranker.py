@@ -15,7 +15,8 @@
     OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --n-eval-users 500  # + the LlamaRec evaluation
     python scripts/finetune_llm_ranker.py --config finetune_gpu --threads 8     # GPU box
 
-Writes ``--out`` (JSON) and ``--md`` (report).
+Writes the adapter and its ``finetune.json`` to ``--adapter-dir``; without ``--train-only`` also ``--out``
+(JSON: the training record and the three rows).
 """
 
 from __future__ import annotations
@@ -68,20 +69,23 @@ def train(cfg, ds, split, backend, adapter_dir: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from recsys.utils.cli import ScriptHelp
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelp)
     ap.add_argument("--config", default="finetune_smollm2", help="configs/llm/<name>.yaml")
     ap.add_argument("--override", action="append", default=[], help="Hydra override, e.g. finetune.examples.max_users=32")
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"))
-    ap.add_argument("--adapter-dir", default=None, help="default: $RECSYS_CACHE/llm/adapters/<config name>")
+    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"),
+                    help="where ML-100K is prepared without text embeddings (as eval_llm_rerank.py; made here if missing)")
+    ap.add_argument("--adapter-dir", default=None, help="None: $RECSYS_CACHE/llm/adapters/<config name>")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the adapter already in --adapter-dir")
     ap.add_argument("--train-only", action="store_true",
                     help="write the adapter and stop (evaluate it on a pipeline's top-20 with scripts/eval_llm_pipeline.py)")
     ap.add_argument("--n-eval-users", type=int, default=500, help="seeded test-user sample, as eval_llm_rerank.py")
     ap.add_argument("--seed", type=int, default=0, help="test-user sample seed (eval_llm_rerank.py --seed)")
-    ap.add_argument("--top-n", type=int, default=20)
+    ap.add_argument("--top-n", type=int, default=20, help="ItemKNN candidates re-ranked per user")
     ap.add_argument("--batch-size", type=int, default=6, help="users per backend call at evaluation")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="experiments/ml100k/llm_finetune.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--out", default="experiments/ml100k/llm_finetune.json", help="the evaluation's JSON")
     args = ap.parse_args()
 
     import torch

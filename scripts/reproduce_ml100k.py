@@ -262,10 +262,9 @@ def hardware() -> dict:
 
 
 def parse(argv=None):
-    class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        """The docstring as written, and every flag's default."""
+    from recsys.utils.cli import ScriptHelp
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelp)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="training seeds; every row is the mean ± std over them")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),

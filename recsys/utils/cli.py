@@ -9,6 +9,7 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ def doc_on_help(doc: str | None, argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if doc and ("--help" in argv or "-h" in argv):
         print(doc.strip() + "\n")
+
+
+class ScriptHelp(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """A script's ``--help``: its docstring as written, then every flag with its default."""
 
 
 class UsageError(ValueError):
