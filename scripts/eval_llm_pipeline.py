@@ -12,7 +12,7 @@
 4. Wilcoxon signed-rank over test users (per-user NDCG@10) of each row against the input order.
 
     OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline seq_ranked \\
-        --adapter ~/.cache/recsys/llm/adapters/finetune_smollm2 --out /tmp/llm_seq_ranked.json
+        --adapter ~/.cache/recsys/llm/adapters/finetune_smollm2   # -> experiments/ml100k/llm_pipeline_seq_ranked.json
     # GPU box, same protocol, a 7-8B instruct model through vLLM:
     python scripts/eval_llm_pipeline.py --pipeline seq_ranked --llm vllm --batch-size 64 --n-users 0   # docs/gpu.md
 
@@ -61,14 +61,28 @@ def main() -> None:
     ap.add_argument("--llm", default="finetune_smollm2", help="configs/llm/<name>.yaml: backend + rerank node")
     ap.add_argument("--llm-override", action="append", default=[], help="override of that LLM config")
     ap.add_argument("--adapter", default=None, help="LoRA adapter dir (scripts/finetune_llm_ranker.py): adds the fine-tuned rows")
-    ap.add_argument("--n-users", type=int, default=300, help="seeded sample of users, the same for valid and test (0 = all)")
+    ap.add_argument("--n-users", type=int, default=150, help="seeded sample of users, the same for valid and test (0 = all)")
     ap.add_argument("--seed", type=int, default=0, help="user sample seed")
     ap.add_argument("--top-n", type=int, default=20, help="the pipeline's top-N the LLM re-ranks")
     ap.add_argument("--grid", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="blend weights (must include 0)")
     ap.add_argument("--batch-size", type=int, default=8, help="lists per backend call")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--out", default="experiments/ml100k/llm_pipeline.json", help="rows, choices and paired tests (JSON)")
+    ap.add_argument("--out", default=None,
+                    help="rows, choices and paired tests (JSON); None: experiments/ml100k/llm_pipeline_<--pipeline>.json, "
+                         "the file the report reads")
     args = ap.parse_args()
+    args.out = args.out or f"experiments/ml100k/llm_pipeline_{args.pipeline}.json"
+
+    from hydra.errors import HydraException
+
+    from recsys.utils.cli import user_errors
+
+    # a missing config, run, adapter or a bad --grid: one line, before any pipeline or LLM runs
+    with user_errors("eval_llm_pipeline.py", extra=(HydraException,)):
+        run(args)
+
+
+def run(args) -> None:
 
     import torch
     from hydra.utils import instantiate
@@ -83,7 +97,15 @@ def main() -> None:
     from recsys.llm.factory import build_llm, with_adapter
     from recsys.llm.rerank_eval import compose_pipeline_cfg, llm_scores, pipeline_input, select_then_test, targets_of
 
+    from recsys.utils.cli import UsageError
+
     grid = [float(x) for x in args.grid.split(",")]
+    if 0.0 not in grid:
+        raise UsageError(f"--grid {args.grid}: must include 0 (the input order is always a candidate)")
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise FileNotFoundError(f"--adapter {args.adapter}: no such directory (scripts/finetune_llm_ranker.py --train-only "
+                                "writes one)")
+    llm_cfg = compose_llm(args.llm, args.llm_override)
     overrides = [f"pipeline={args.pipeline}", *args.override]
     serve_cfg = compose_pipeline_cfg(overrides, "test")
     split = load_split(serve_cfg.dataset_dir, serve_cfg.split)
@@ -93,7 +115,6 @@ def main() -> None:
     inputs = {h: pipeline_input(overrides, h, args.top_n, users) for h in ("valid", "test")}
     targets = {h: targets_of(split, h, users) for h in ("valid", "test")}
 
-    llm_cfg = compose_llm(args.llm, args.llm_override)
     t0 = time.perf_counter()
     base = build_llm(OmegaConf.merge(llm_cfg, {"adapter": None})).backend
     models = {"zero-shot": base}

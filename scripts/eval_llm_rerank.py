@@ -36,8 +36,9 @@ def prepare_ml100k(data_dir: Path) -> Path:
 
 
 def main() -> None:
+    from recsys.utils.cache import cache_root
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"))
+    ap.add_argument("--data-dir", default=str(cache_root("data")))
     ap.add_argument("--n-users", type=int, default=100, help="seeded sample of test users (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-n", type=int, default=20)

@@ -5,14 +5,15 @@
    candidates = ItemKNN's top-19 (fitted before the first cut-off) + the target, shuffled;
    ``finetune.examples.max_examples`` (960 in configs/llm/finetune_smollm2.yaml) is a seeded sample.
 2. One epoch of LoRA (``LoRAFinetuner``), adapter and its training record (``finetune.json``) saved
-   to ``--adapter-dir`` (default ``~/.cache/recsys/llm/adapters/<config name>``).
+   to ``--adapter-dir`` (default ``$RECSYS_CACHE/llm/adapters/<config name>``, ``$RECSYS_CACHE`` = ``~/.cache/recsys``
+   unless set).
 3. LlamaRec protocol on the same seeded test-user sample as
    ``scripts/eval_llm_rerank.py`` (ItemKNN fitted on train, history = train +
    valid, consumed items masked, top-20 re-ranked with verbalizer scores):
    input order vs zero-shot LLM vs fine-tuned LLM (adapter re-loaded from disk).
 
     OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --train-only     # the report's adapter (~40 min)
-    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --n-eval-users 500  # + the LlamaRec evaluation
+    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py                      # + the LlamaRec evaluation (500 users)
     python scripts/finetune_llm_ranker.py --config finetune_gpu --threads 8     # GPU box
 
 Writes the adapter and its ``finetune.json`` to ``--adapter-dir``; without ``--train-only`` also ``--out``
@@ -69,14 +70,15 @@ def train(cfg, ds, split, backend, adapter_dir: Path) -> dict:
 
 
 def main() -> None:
+    from recsys.utils.cache import cache_root
     from recsys.utils.cli import ScriptHelp
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelp)
     ap.add_argument("--config", default="finetune_smollm2", help="configs/llm/<name>.yaml")
     ap.add_argument("--override", action="append", default=[], help="Hydra override, e.g. finetune.examples.max_users=32")
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "recsys" / "data"),
+    ap.add_argument("--data-dir", default=str(cache_root("data")),
                     help="where ML-100K is prepared without text embeddings (as eval_llm_rerank.py; made here if missing)")
-    ap.add_argument("--adapter-dir", default=None, help="None: $RECSYS_CACHE/llm/adapters/<config name>")
+    ap.add_argument("--adapter-dir", default=None, help=f"None: {cache_root('llm', 'adapters')}/<--config> ($RECSYS_CACHE moves it)")
     ap.add_argument("--skip-train", action="store_true", help="evaluate the adapter already in --adapter-dir")
     ap.add_argument("--train-only", action="store_true",
                     help="write the adapter and stop (evaluate it on a pipeline's top-20 with scripts/eval_llm_pipeline.py)")
@@ -99,14 +101,13 @@ def main() -> None:
     from recsys.data.io import load_dataset, load_split
     from recsys.data.prepare import prepare_from_config
     from recsys.eval.evaluator import Evaluator
-    from recsys.llm.backends.transformers_backend import cache_root
     from recsys.llm.finetune import load_adapter
     from recsys.llm.rerank import blend_order
     from recsys.models.itemknn import ItemKNN
     from recsys.core.candidates import Candidates, UserContext
 
     cfg = load_cfg(args.config, args.override)
-    adapter_dir = Path(args.adapter_dir) if args.adapter_dir else cache_root() / "adapters" / cfg.name
+    adapter_dir = Path(args.adapter_dir) if args.adapter_dir else cache_root("llm", "adapters", cfg.name)
     ds_dir = prepare_from_config("ml100k", Path(args.data_dir), ["data.text_embeddings=false"])  # as eval_llm_rerank.py
     ds, split = load_dataset(ds_dir), load_split(ds_dir, "loo")
 

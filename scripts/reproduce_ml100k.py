@@ -1,4 +1,4 @@
-"""One command for the MovieLens-100K table (issue 12): every model, then the served pipeline stage by stage.
+"""One command for the MovieLens-100K table (experiments/ml100k/README.md): every model, then the served pipeline stage by stage.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce_ml100k.py            # seeds 0 1 2, CPU
     .venv/bin/python scripts/reproduce_ml100k.py --steps report               # rewrite README from reproduce.json
@@ -24,7 +24,7 @@ single-threaded (``OMP_NUM_THREADS=1``), longest first. Steps (each timed; ``<ou
 7. ``report``    -- ``experiments/ml100k/README.md`` + plots (``scripts/reproduce_report.py``).
 
 The LLM rows (the LLM re-rank of the served pipeline's top 20, zero-shot and LoRA, blend chosen on
-validation) are not run by this script (~11 min of SmolLM2 on CPU per 150 users): the report shows
+validation) are not run by this script (~8 min of SmolLM2 on one CPU thread per 150 users and model): the report shows
 ``<out>/llm_pipeline_seq_ranked.json`` when ``scripts/eval_llm_pipeline.py --pipeline seq_ranked`` wrote
 it, else the command (``reproduce_report.LLM_CMD``).
 """
@@ -281,7 +281,7 @@ def parse(argv=None):
                    help=f"the single-model rows to train (all: {' '.join(MODELS)})")
     p.add_argument("--rankers", nargs="+", default=DEFAULT_RANKERS, choices=RANKERS,
                    help=f"the rankers to train, the served one the best on validation (all: {' '.join(RANKERS)})")
-    p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep")
+    p.add_argument("--strength-users", type=int, default=None, help="seeded sample of validation users for the sweep (None: all of them)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="paths.data_dir of every command (sets RECSYS_DATA; unset: RECSYS_DATA, else ./data). "
                         "It is part of every run's identity: runs trained with another data_dir are not reused")

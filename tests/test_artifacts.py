@@ -199,6 +199,7 @@ def test_help_starts_with_what_the_command_does(module):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith(mod.__doc__.strip().splitlines()[0])  # the docstring, then Hydra's groups
     assert "== Configuration groups ==" in res.stdout
+    assert f"python -m {module} is powered by Hydra" in res.stdout  # the command a user types, not __main__
 
 
 def test_a_pipelines_journey_is_not_part_of_a_rankers_identity():

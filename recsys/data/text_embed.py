@@ -8,7 +8,7 @@ sentence-transformers pipeline of this checkpoint (``1_Pooling``: mean).
 ``embed_texts`` is used by ``prepare`` for item texts (content retrieval,
 cold-start items) and at request time for free-text queries (cold-start users).
 The model is loaded once per process and cached. ``embed_texts_cached`` also
-keeps results on disk (``$RECSYS_CACHE_DIR`` or ``~/.cache/recsys``, keyed by a
+keeps results on disk (``$RECSYS_CACHE`` or ``~/.cache/recsys``, keyed by a
 hash of the model files' names and the exact texts), so re-preparing the same
 catalogue -- every test session, every config change that keeps the items --
 skips the ~25 s of CPU embedding.
@@ -84,8 +84,10 @@ def embed_texts(
 
 
 def cache_dir() -> Path:
-    """On-disk embedding cache (``$RECSYS_CACHE_DIR``, default ``~/.cache/recsys``)."""
-    return Path(os.environ.get("RECSYS_CACHE_DIR", Path.home() / ".cache" / "recsys")) / "text_emb"
+    """On-disk embedding cache (``recsys.utils.cache``: ``$RECSYS_CACHE/text_emb``)."""
+    from recsys.utils.cache import cache_root
+
+    return cache_root("text_emb")
 
 
 def embed_texts_cached(texts: list[str], max_length: int = 128, **kwargs) -> np.ndarray:

@@ -29,7 +29,11 @@ def doc_on_help(doc: str | None, argv: list[str] | None = None) -> None:
 
 
 class ScriptHelp(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """A script's ``--help``: its docstring as written, then every flag with its default."""
+    """A script's ``--help``: its docstring as written, then every optional flag with its default
+    (a required flag has none to show)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.required else super()._get_help_string(action)
 
 
 class UsageError(ValueError):

@@ -28,7 +28,7 @@ def test_model_is_cached_and_empty_input():
 def test_disk_cache_returns_identical_embeddings(tmp_path, monkeypatch):
     from recsys.data import text_embed
 
-    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RECSYS_CACHE", str(tmp_path))
     texts = ["Toy Story (1995). Genres: Animation, Children's, Comedy.", "Heat (1995). Genres: Action, Crime, Thriller."]
     first = text_embed.embed_texts_cached(texts)
     assert len(list((tmp_path / "text_emb").glob("*.npy"))) == 1
@@ -37,3 +37,16 @@ def test_disk_cache_returns_identical_embeddings(tmp_path, monkeypatch):
     np.testing.assert_array_equal(text_embed.embed_texts_cached(texts), first)  # served from disk
     assert calls == []
     np.testing.assert_allclose(first, embed_texts(texts), atol=1e-6)  # the module-level original, not the patch
+
+
+def test_one_cache_root_for_every_derived_file(tmp_path, monkeypatch):
+    """Text embeddings and the LLM's converted weights/adapters live under one $RECSYS_CACHE;
+    the text cache's former variable still counts when RECSYS_CACHE is unset."""
+    from recsys.data.text_embed import cache_dir
+    from recsys.llm.backends.transformers_backend import cache_root
+
+    monkeypatch.setenv("RECSYS_CACHE", str(tmp_path / "a"))
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "b"))
+    assert (cache_dir(), cache_root()) == (tmp_path / "a" / "text_emb", tmp_path / "a" / "llm")
+    monkeypatch.delenv("RECSYS_CACHE")
+    assert cache_dir() == tmp_path / "b" / "text_emb"

@@ -151,6 +151,23 @@ def test_blend_zero_gives_back_the_list_order_when_a_stage_reordered_without_res
     np.testing.assert_array_equal(out.items, c.items)
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--pipeline", "nosuch"], "eval_llm_pipeline.py: MissingConfigException: In 'serve': Could not find 'pipeline/nosuch'"),
+    (["--pipeline", "untrained", "--grid", "0.5,1"], "eval_llm_pipeline.py: UsageError: --grid 0.5,1: must include 0"),
+    (["--pipeline", "untrained", "--adapter", "/nonexistent"], "eval_llm_pipeline.py: FileNotFoundError: --adapter /nonexistent"),
+])
+def test_eval_script_refuses_bad_input_in_one_line_before_any_pipeline_runs(args, says, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, str(root / "scripts" / "eval_llm_pipeline.py"), *args, "--out", str(tmp_path / "x.json")],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and res.stderr.startswith(says), res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.llm
 def test_eval_script_end_to_end_with_the_real_smollm2(ml100k_dir, tmp_path):

@@ -37,6 +37,8 @@ import shutil
 import threading
 from pathlib import Path
 
+from recsys.utils.cache import cache_root as shared_cache_root
+
 import numpy as np
 
 from recsys.llm.backends.base import LLMBackend, Messages, check_labels
@@ -63,7 +65,8 @@ def smollm2_gguf_path() -> Path:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("RECSYS_CACHE", Path.home() / ".cache" / "recsys")) / "llm"
+    """The LLM part of the cache (``recsys.utils.cache``): converted weights, adapters."""
+    return shared_cache_root("llm")
 
 
 def gguf_to_safetensors(gguf_path: str | Path, cache_dir: str | Path | None = None) -> Path:
