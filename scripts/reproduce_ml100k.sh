@@ -4,12 +4,14 @@
 #   scripts/reproduce_ml100k.sh --quick --out /tmp/r
 #   scripts/reproduce_ml100k.sh --gpu           # GPU box: trainer=gpu for every training run (the LLM rows: docs/gpu.md)
 # All arguments go to scripts/reproduce_ml100k.py (see its --help).
-# Uses the repository's .venv (make .venv/.installed) when there is one, else the `python` on PATH;
-# PYTHON overrides both.
+# Runs the `python` on PATH (activate the environment first: README's quickstart); PYTHON overrides it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+PYTHON="${PYTHON:-python}"
+if ! "$PYTHON" -c "import recsys, torchrec" 2>/dev/null; then
+  echo "error: $PYTHON ($(command -v "$PYTHON" || echo 'not found')) cannot import recsys and torchrec:" \
+       "activate the project's environment first (make .venv/.installed, then . .venv/bin/activate) or set PYTHON=" >&2
+  exit 2
 fi
 exec "$PYTHON" scripts/reproduce_ml100k.py "$@"
