@@ -15,9 +15,10 @@ single-threaded (``OMP_NUM_THREADS=1``), longest first. Steps (each timed; ``<ou
 3. ``index``     -- ``python -m recsys.index`` (IVF-Flat) on each seed's sequential two-tower run;
 4. ``rank``      -- the DLRM ranker behind each seed's sequential two-tower (``experiment=ml100k/seq_dlrm``;
                     ``--rankers seq_dlrm seq_dcn`` adds DCN-v2, and the served one is chosen on validation);
-5. ``strengths`` -- ``scripts/sweep_pipeline_strengths.py`` on the first seed (validation only): the
-                    accuracy cost of filters, MMR, category cap and exploration by strength, the chosen
-                    defaults (copied into configs/pipeline/seq_ranked.yaml by hand, then served);
+5. ``strengths`` -- ``scripts/sweep_pipeline_strengths.py`` on every seed (validation only): the
+                    accuracy cost of filters, MMR, category cap and exploration by strength (mean over
+                    seeds), the chosen defaults (copied into configs/pipeline/seq_ranked.yaml by hand,
+                    then served; the report flags a config that differs);
 6. ``pipeline``  -- the served pipeline stage by stage, validation and test, every seed:
                     seq two-tower -> "+ merged sources" -> "+ <ranker>" -> "+ filters, MMR, cap[, exploration]"
                     (``configs/pipeline/seq_ranked.yaml`` as served: the stages it switches on), per-user NDCG@10 for paired tests;
@@ -214,12 +215,18 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
 
 def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
     """Every row on validation and test for every seed: metrics + per-user NDCG@10 (for the paired tests)."""
-    from pipeline_eval import evaluate_lists, mean_per_user, model_per_user, paired, runs_for
+    from pipeline_eval import DIVERSIFY, evaluate_lists, mean_per_user, model_per_user, paired, runs_for
 
     ranker = chosen_ranker(rec)
     users = 20 if a.quick else None
     rows = pipeline_rows(ranker)
-    out = {"ranker": ranker, "rows": {}, "paired": {}}
+    from omegaconf import OmegaConf
+
+    from recsys.pipeline.build import compose_serve
+
+    served = compose_serve(["pipeline=seq_ranked"]).pipeline.stages  # what the served row ran (the report checks it)
+    out = {"ranker": ranker, "rows": {}, "paired": {},
+           "served_stages": {s: OmegaConf.to_container(served[s]) if served.get(s) is not None else None for s in DIVERSIFY}}
     per_user: dict[str, dict[str, list[dict]]] = {}
     models = {"seq two-tower": "two_tower_seq", "SASRec": "sasrec"}  # single models the pipeline is compared with
     for stage in ("valid", "test"):
@@ -252,12 +259,18 @@ def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
 def hardware() -> dict:
     import platform
 
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        # "AMD EPYC" names several generations; family/model tell them apart (the rankers' floats differ between them)
+        cpu = f"{info.get('model name', cpu)} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+    except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "load_avg_start": os.getloadavg()[0]}
 
 
@@ -336,7 +349,7 @@ def main(argv=None) -> dict:
             step_pipeline(a, rec, dataset_dir)
         elif step == "strengths":
             out = a.out / "pipeline_strengths"
-            cmd = [PY, "scripts/sweep_pipeline_strengths.py", "--seed", str(a.seeds[0]), "--ranker", chosen_ranker(rec),
+            cmd = [PY, "scripts/sweep_pipeline_strengths.py", "--seeds", *map(str, a.seeds), "--ranker", chosen_ranker(rec),
                    "--dataset-dir", str(dataset_dir), "--runs-root", str(a.runs), "--out", str(out)]
             users = a.strength_users or (20 if a.quick else None)
             cmd += ["--max-users", str(users)] if users else []

@@ -221,6 +221,24 @@ def epoch_budget(settings: dict) -> str:
             "every other model as its experiment config says")
 
 
+def served_differs(chosen: dict, served: dict | None, k: int = 10) -> list[str]:
+    """Where the served row's stages (recorded by the pipeline step) differ from the sweep's choice, at the
+    sweep's list length k (a relative size in the config resolves to the sweep's fixed value there)."""
+    from recsys.pipeline.sizing import as_size
+
+    if served is None:  # a record from before the pipeline step wrote its stages
+        return []
+    out = []
+    for stage, c in chosen.items():
+        node = served.get(stage)
+        ran = None if node is None else node.get(c["key"])
+        if ran is not None and not isinstance(ran, float):
+            ran = as_size(ran)(k)
+        if ran != c["value"]:
+            out.append(f"`{stage}` chose {c['key']}={c['value']}, the served config ran {'off' if node is None else ran}")
+    return out
+
+
 def write_report(data: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     s, hw = data.get("settings", {}), data.get("hardware", {})
@@ -257,9 +275,15 @@ def write_report(data: dict, out: Path) -> Path:
               "## Paired tests", "", *paired_table(data), "",
               "## Filters, MMR, category cap, exploration", ""]
     if strengths:
-        lines += [f"Validation sweep on seed {strengths['seed']}: [pipeline_strengths.md](pipeline_strengths.md) "
-                  "(![NDCG@10 vs coverage/ILD](pipeline_strengths.png)); chosen defaults (in configs/pipeline/seq_ranked.yaml):", ""]
+        seeds = strengths.get("seeds", [strengths.get("seed")])  # a single-seed record of an earlier sweep: "seed"
+        lines += [f"Validation sweep, mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: "
+                  "[pipeline_strengths.md](pipeline_strengths.md) (![NDCG@10 vs coverage/ILD](pipeline_strengths.png)); "
+                  "chosen defaults (in configs/pipeline/seq_ranked.yaml):", ""]
         lines += [f"- `{k}`: {c['key']}={c['value']}" if c["value"] is not None else f"- `{k}`: off" for k, c in strengths["chosen"].items()]
+        differ = served_differs(strengths["chosen"], (data.get("pipeline") or {}).get("served_stages"))
+        if differ:
+            lines += ["", "**The served row did not run the sweep's choice:** " + "; ".join(differ) +
+                      ". Copy the choice into configs/pipeline/seq_ranked.yaml and rerun `--steps pipeline report`."]
     else:
         lines += ["Sweep not run in this reproduction (`--steps strengths`)."]
     lines += ["", "## LLM stage", "", *llm_section(out / LLM_FILE), ""]

@@ -104,6 +104,22 @@ def test_report_mean_std_deltas_and_missing_rows(tmp_path):
     assert "| zero-shot b=1 | 1 | 0.1500 | 0.0900 | -10.0% | 0.5 | 1 / 3 |" in text and "sample of 7 users" in text
 
 
+def test_report_flags_a_served_config_that_is_not_the_sweeps_choice(tmp_path):
+    """The strengths sweep (mean over seeds) owns the served strengths; a served row that ran others says so."""
+    chosen = {"mmr": {"key": "lambda_", "value": 0.7}, "category_cap": {"key": "max_per_category", "value": 8},
+              "exploration": {"key": "n_slots", "value": 1}}
+    served = {"mmr": {"lambda_": 0.7}, "category_cap": {"max_per_category": {"times": 0.8, "min": 8}},
+              "exploration": {"n_slots": {"times": 0.1, "min": 1}}}  # relative sizes, at the sweep's k=10
+    record = {"settings": {"seeds": [0, 1, 2]}, "strengths": {"seeds": [0, 1, 2], "chosen": chosen},
+              "pipeline": {"ranker": "seq_dlrm", "rows": {}, "paired": {}, "served_stages": served}}
+    text = write_report(record, tmp_path).read_text()
+    assert "mean over seeds 0, 1, 2" in text and "did not run the sweep's choice" not in text
+    record["pipeline"]["served_stages"] = {**served, "exploration": None, "mmr": {"lambda_": 0.5}}
+    text = write_report(record, tmp_path).read_text()
+    assert "**The served row did not run the sweep's choice:** `mmr` chose lambda_=0.7, the served config ran 0.5; " \
+           "`exploration` chose n_slots=1, the served config ran off." in text
+
+
 @pytest.mark.parametrize("search,experiment", [("two_tower_optuna", "ml100k/two_tower"), ("ranker_optuna", "ml100k/dlrm"),
                                                ("ranker_optuna", "ml100k/dcn"), ("bpr_optuna", "ml100k/bpr")])
 def test_sweep_spaces_name_real_parameters(search, experiment):

@@ -1,4 +1,4 @@
-"""configs/pipeline/seq_ranked.yaml (sequential two-tower + DLRM behind it + filters/MMR/cap; exploration off):
+"""configs/pipeline/seq_ranked.yaml (sequential two-tower + DLRM behind it + filters/MMR/cap/exploration):
 its configs composed as the entry points compose them, a missing run's error, and its `journey` walked
 as a user walks it (subprocesses on scratch data/output roots, training shortened by overrides)."""
 
@@ -44,19 +44,25 @@ def test_seq_ranked_composes_on_the_seq_two_tower_and_its_ranker():
     stages = list(p.stages)
     assert stages[0] == "ranker" and stages.index("ranker") < stages.index("available") < stages.index("mmr")
     assert set(p.sources) >= {"two_tower", "item2item", "content", "popularity"}
-    # exploration is off (its validation cost is past the 1% rule); the override its comment gives brings it back
-    assert p.stages.exploration is None
-    comment = next(line for line in (ROOT / "configs/pipeline/seq_ranked.yaml").read_text().splitlines()
-                   if "'pipeline.stages.exploration=" in line)
-    on = _serve_cfg(shlex.split(comment.lstrip(" #"))[0])  # as a shell passes it
-    assert list(on.pipeline.stages).index("category_cap") < list(on.pipeline.stages).index("exploration")
-    # ... the node the strengths sweep measured (its parent's, at 2 slots), not the constructor's defaults
+    # the served strengths are the sweep's (chosen on the mean over 3 seeds' validation): one exploration slot,
+    # seq_two_tower.yaml's own node, so the served stage is the one the sweep measured at n_slots=1 (k=10)
     from omegaconf import OmegaConf
 
     from recsys.pipeline.build import compose_serve
+    from recsys.pipeline.sizing import as_size
 
+    assert list(p.stages).index("category_cap") < list(p.stages).index("exploration")
     swept = OmegaConf.to_container(compose_serve(["pipeline=seq_two_tower"]).pipeline.stages.exploration)
-    assert OmegaConf.to_container(on.pipeline.stages.exploration) == swept | {"n_slots": 2}
+    assert OmegaConf.to_container(p.stages.exploration) == swept and as_size(swept["n_slots"])(p.k) == 1
+    # ... and every strength is the published sweep's choice (experiments/ml100k/pipeline_strengths.json)
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce_report import served_differs
+
+    chosen = json.loads((ROOT / "experiments/ml100k/pipeline_strengths.json").read_text())["chosen"]
+    served = {s: OmegaConf.to_container(p.stages[s]) if p.stages.get(s) is not None else None for s in chosen}
+    assert served_differs(chosen, served, k=p.k) == []
     # the journey's training commands are the experiments that exist, seed 42 = the served runs' seed
     cmds = [shlex.split(c)[2:] for c in p.journey]
     assert [c[0] for c in cmds] == ["recsys.data.prepare", "recsys.train", "recsys.index", "recsys.train"]
