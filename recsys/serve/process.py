@@ -59,9 +59,13 @@ class ServerProcess:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        # a port picked here can be taken by another process before the server binds it (free_port closes its
+        # socket): wait_ready then restarts on a new one, a given port is never changed
+        self._auto_port, self._rebinds, self._log_start = port is None, 3, 0
 
     def start(self) -> "ServerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         cmd = [sys.executable, "-m", "recsys.serve", *self.overrides, f"port={self.port}"]
         with open(self.log_path, "ab") as err, open(self.stdout_path or os.devnull, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err,
@@ -75,6 +79,12 @@ class ServerProcess:
         t0, seen = time.time(), set()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
+                if self._auto_port and self._rebinds > 0 and self._lost_port_race():
+                    self._rebinds -= 1
+                    self.port = free_port()
+                    self.base = f"http://127.0.0.1:{self.port}"
+                    self.start()
+                    continue
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 r = httpx.get(self.base + "/health", timeout=2.0)  # a new connection each time: any worker may answer
@@ -87,6 +97,13 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s ({len(seen)} of {workers} workers answered)")
+
+    def _lost_port_race(self) -> bool:
+        """Did this start's server exit because its port was taken? (uvicorn: "[Errno 98] Address already in use",
+        or "... error while attempting to bind on address (...): address already in use")"""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return b"address already in use" in f.read().lower()
 
     def worker_pids(self) -> list[int]:
         return _children(self.proc.pid) if self.proc is not None else []

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -129,6 +130,28 @@ def test_kill_9_of_concurrent_writer_processes_loses_no_acknowledged_event(targe
     with open_store(target) as store:
         events = store.events()
     assert set(acked) <= set(events["event_id"]) and not events.duplicated(["request_id", "item_idx", "event"]).any()
+
+
+OPENER = """
+import sys, time
+from recsys.serve.stores.sqlite import SQLiteStore
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+SQLiteStore(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path):
+    """Server workers open the feedback file together; switching a new file to WAL could fail at once with
+    "database is locked" (SQLite's busy handler does not wait there; the store retries). A race, so several
+    rounds: without the retry about 1 open in 30 failed on the 2-core CI machine."""
+    for r in range(4):
+        path, start = tmp_path / f"fb{r}.sqlite", time.time() + 2.0  # every process spins to the same instant
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(start)], stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(6)]
+        errors = [err for err, rc in ((p.communicate()[1], p.returncode) for p in procs) if rc != 0]
+        assert not errors, errors[0][-800:]
 
 
 def test_a_closed_store_refuses_writes_and_commits_what_was_queued(target):

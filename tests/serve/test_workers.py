@@ -47,6 +47,26 @@ def test_default_ports_are_distinct_and_a_self_call_is_refused():
         check_ports(compose_serve(["pipeline=untrained", "llm=openai", f"port={urlsplit(cfg.llm.backend.base_url).port}"]))
 
 
+def test_a_server_that_lost_its_free_port_to_another_process_restarts_on_a_new_one(ml100k_dir, tmp_path):
+    """free_port() closes its socket before the server binds: another process can take the port in between
+    (uvicorn then exits with "Address already in use"). A picked port is re-picked; a given one is not."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        over = overrides(ml100k_dir, tmp_path / "fb.sqlite", tmp_path, workers=1)
+        srv = ServerProcess(over, tmp_path / "picked.err")
+        srv.port, srv.base = port, f"http://127.0.0.1:{port}"  # as if another process had taken the picked port
+        with srv:
+            srv.wait_ready()
+            assert srv.port != port and httpx.get(srv.base + "/health", timeout=10).status_code == 200
+        with ServerProcess(over, tmp_path / "given.err", port=port) as given, pytest.raises(RuntimeError, match="exited"):
+            given.wait_ready()
+    assert "address already in use" in (tmp_path / "picked.err").read_text().lower()
+
+
 def test_serve_config_keys_compose():
     cfg = compose_serve(["pipeline=untrained", "workers=3"])
     assert cfg.workers == 3 and list(cfg.allowed_hosts) == ["127.0.0.1", "localhost", "[::1]"]

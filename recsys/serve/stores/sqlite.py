@@ -12,6 +12,7 @@ request records only leaves the fsync to the next FULL commit.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class SQLiteStore(Store):
             self._target, self._uri = self.path, False
         self._keepalive = self._connect(writer=True)  # also keeps a :memory: database alive
         if not self._uri:
-            self._keepalive.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
         self._keepalive.executescript(_SCHEMA)
         try:
             self._keepalive.execute(_UNIQUE)
@@ -63,6 +64,19 @@ class SQLiteStore(Store):
                                "feedback became idempotent; serve with a new feedback_db (this one stays readable "
                                "by the refresh job)") from e
         self._start()
+
+    def _enable_wal(self) -> None:
+        """``PRAGMA journal_mode=WAL``, retried: two processes opening a new file at once can get "database is
+        locked" from it at once, without SQLite's busy handler waiting (the switch needs the file to itself)."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                self._keepalive.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _connect(self, writer: bool):
         # autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT of base.Store
