@@ -1,8 +1,10 @@
 """One command for the MovieLens-100K table (experiments/ml100k/README.md): every model, then the served pipeline stage by stage.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce_ml100k.py            # seeds 0 1 2, CPU
-    .venv/bin/python scripts/reproduce_ml100k.py --steps report               # rewrite README from reproduce.json
-    .venv/bin/python scripts/reproduce_ml100k.py --quick --out /tmp/r         # a few steps of everything (tests)
+    scripts/reproduce_ml100k.sh                                # seeds 0 1 2, CPU (= OMP_NUM_THREADS=1 python scripts/reproduce_ml100k.py)
+    scripts/reproduce_ml100k.sh --steps report                 # rewrite README from reproduce.json
+    scripts/reproduce_ml100k.sh --quick --out /tmp/r           # a few steps of everything (tests)
+
+The default --out is experiments/ml100k, the committed report: a run rewrites it (git shows what changed).
 
 Every model trains through ``python -m recsys.train experiment=ml100k/<model> seed=<s>`` (a subprocess,
 as a user runs it), so its run is ``outputs/train/ml100k-<model>-seed<s>`` and a finished identical run
@@ -327,6 +329,7 @@ def main(argv=None) -> dict:
                                 "epochs": QUICK if a.quick else EPOCHS, "command": " ".join(
                                     ["python scripts/reproduce_ml100k.py", *(sys.argv[1:] if argv is None else argv)])}
         rec.data["hardware"] = hardware()
+    rec.data["runs_root"] = str(a.runs)  # where the runs are (the report's LLM command points at them)
     dataset_dir = Path(os.environ.get("RECSYS_DATA", ROOT / "data")) / a.dataset
     t_all = time.perf_counter()
     for step in [s for s in STEPS if s in a.steps]:
@@ -364,7 +367,8 @@ def main(argv=None) -> dict:
         print(f"== {step}: {time.perf_counter() - t0:.0f} s", flush=True)
     rec.data["total_s"] = sum(v for k, v in rec.data["steps"].items() if k != "report")
     rec.save()
-    print(f"total {time.perf_counter() - t_all:.0f} s; wrote {a.out / 'README.md'}")
+    print(f"total {time.perf_counter() - t_all:.0f} s; wrote {a.out / 'README.md'} (+ reproduce.json, plots) "
+          f"from the runs under {a.runs}; step logs in {a.logs}")
     return rec.data
 
 

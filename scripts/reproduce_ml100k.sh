@@ -11,7 +11,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" WANDB_MODE="${WANDB_MODE:-offline
 PYTHON="${PYTHON:-python}"
 if ! "$PYTHON" -c "import recsys, torchrec" 2>/dev/null; then
   echo "error: $PYTHON ($(command -v "$PYTHON" || echo 'not found')) cannot import recsys and torchrec:" \
-       "activate the project's environment first (make .venv/.installed, then . .venv/bin/activate) or set PYTHON=" >&2
+       "activate the project's environment first (make .venv/.installed, then . .venv/bin/activate) or set PYTHON=/path/to/python" >&2
   exit 2
 fi
 exec "$PYTHON" scripts/reproduce_ml100k.py "$@"

@@ -160,10 +160,17 @@ ADAPTER = "~/.cache/recsys/llm/adapters/finetune_smollm2"  # finetune_llm_ranker
 # the LoRA adapter (configs/llm/finetune_smollm2.yaml: 960 training-split examples, ~40 min on one core),
 # then the LLM rows behind the seed-0 runs of the reproduction (~10 min)
 FINETUNE_CMD = "OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --train-only"
-LLM_CMD = ("OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline seq_ranked "
-           "--override pipeline.artifacts.two_tower.run_dir=outputs/train/ml100k-two_tower_seq-seed0 "
-           "--override pipeline.artifacts.ranker.run_dir=outputs/train/ml100k-seq_dlrm-seed0 "
-           f"--adapter {ADAPTER} --n-users 150 --seed 0 --out experiments/ml100k/{LLM_FILE}")
+
+
+def llm_cmd(out: str = f"experiments/ml100k/{LLM_FILE}", runs: str = "outputs/train") -> str:
+    """The LLM rows' command for a report written to ``out`` from the runs under ``runs``."""
+    return ("OMP_NUM_THREADS=1 python scripts/eval_llm_pipeline.py --pipeline seq_ranked "
+            f"--override pipeline.artifacts.two_tower.run_dir={runs}/ml100k-two_tower_seq-seed0 "
+            f"--override pipeline.artifacts.ranker.run_dir={runs}/ml100k-seq_dlrm-seed0 "
+            f"--adapter {ADAPTER} --n-users 150 --seed 0 --out {out}")
+
+
+LLM_CMD = llm_cmd()  # the default run's (outputs/train, experiments/ml100k)
 
 
 def adapter_line(a: dict | None) -> list[str]:
@@ -175,11 +182,12 @@ def adapter_line(a: dict | None) -> list[str]:
             f"{a['loss_first']:.2f} -> {a['loss_last']:.2f} (ln 20 = 3.00 is a uniform guess over the 20 letters).", ""]
 
 
-def llm_section(path: Path) -> list[str]:
+def llm_section(path: Path, runs: str | None = None) -> list[str]:
     """The LLM re-rank of the served pipeline's top 20 (zero-shot, fine-tuned; b chosen on validation) from
-    ``scripts/eval_llm_pipeline.py``'s JSON, or the command that makes it."""
+    ``scripts/eval_llm_pipeline.py``'s JSON, or the command that makes it (for this report's file and runs)."""
     if not path.exists():
-        return [f"Not run in this reproduction. `{FINETUNE_CMD}` writes the adapter, then `{LLM_CMD}` writes "
+        here = llm_cmd(str(path), runs or "outputs/train")
+        return [f"Not run in this reproduction. `{FINETUNE_CMD}` writes the adapter, then `{here}` writes "
                 f"`{path.name}`; this section then shows its rows."]
     d = json.loads(path.read_text())
     inp, timing = d.get("input", {}).get("test", {}), d.get("timing", {})
@@ -235,7 +243,8 @@ def served_differs(chosen: dict, served: dict | None, k: int = 10) -> list[str]:
         if ran is not None and not isinstance(ran, float):
             ran = as_size(ran)(k)
         if ran != c["value"]:
-            out.append(f"`{stage}` chose {c['key']}={c['value']}, the served config ran {'off' if node is None else ran}")
+            want = "off" if c["value"] is None else f"{c['key']}={c['value']}"
+            out.append(f"`{stage}` chose {want}, the served config ran {'off' if node is None else ran}")
     return out
 
 
@@ -276,17 +285,19 @@ def write_report(data: dict, out: Path) -> Path:
               "## Filters, MMR, category cap, exploration", ""]
     if strengths:
         seeds = strengths.get("seeds", [strengths.get("seed")])  # a single-seed record of an earlier sweep: "seed"
+        quick = s.get("quick")
         lines += [f"Validation sweep, mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: "
                   "[pipeline_strengths.md](pipeline_strengths.md) (![NDCG@10 vs coverage/ILD](pipeline_strengths.png)); "
-                  "chosen defaults (in configs/pipeline/seq_ranked.yaml):", ""]
+                  + ("its choice (a --quick smoke sweep on 20 users: not compared with the served config):" if quick else
+                     "its choice, which configs/pipeline/seq_ranked.yaml serves:"), ""]
         lines += [f"- `{k}`: {c['key']}={c['value']}" if c["value"] is not None else f"- `{k}`: off" for k, c in strengths["chosen"].items()]
-        differ = served_differs(strengths["chosen"], (data.get("pipeline") or {}).get("served_stages"))
+        differ = [] if quick else served_differs(strengths["chosen"], (data.get("pipeline") or {}).get("served_stages"))
         if differ:
             lines += ["", "**The served row did not run the sweep's choice:** " + "; ".join(differ) +
                       ". Copy the choice into configs/pipeline/seq_ranked.yaml and rerun `--steps pipeline report`."]
     else:
         lines += ["Sweep not run in this reproduction (`--steps strengths`)."]
-    lines += ["", "## LLM stage", "", *llm_section(out / LLM_FILE), ""]
+    lines += ["", "## LLM stage", "", *llm_section(out / LLM_FILE, data.get("runs_root")), ""]
     path = out / "README.md"
     # the hand-written closing note (what the figures mean, what did not help) survives regeneration
     old = path.read_text() if path.exists() else ""

@@ -118,6 +118,9 @@ def test_report_flags_a_served_config_that_is_not_the_sweeps_choice(tmp_path):
     text = write_report(record, tmp_path).read_text()
     assert "**The served row did not run the sweep's choice:** `mmr` chose lambda_=0.7, the served config ran 0.5; " \
            "`exploration` chose n_slots=1, the served config ran off." in text
+    record["settings"]["quick"] = True  # a 20-user smoke sweep is never held against the served config
+    text = write_report(record, tmp_path).read_text()
+    assert "a --quick smoke sweep on 20 users" in text and "did not run the sweep's choice" not in text
 
 
 @pytest.mark.parametrize("search,experiment", [("two_tower_optuna", "ml100k/two_tower"), ("ranker_optuna", "ml100k/dlrm"),
