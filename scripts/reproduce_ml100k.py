@@ -218,17 +218,15 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
 def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
     """Every row on validation and test for every seed: metrics + per-user NDCG@10 (for the paired tests)."""
     from pipeline_eval import DIVERSIFY, evaluate_lists, mean_per_user, model_per_user, paired, runs_for
+    from reproduce_report import served_stages
+
+    from recsys.pipeline.build import compose_serve
 
     ranker = chosen_ranker(rec)
     users = 20 if a.quick else None
     rows = pipeline_rows(ranker)
-    from omegaconf import OmegaConf
-
-    from recsys.pipeline.build import compose_serve
-
-    served = compose_serve(["pipeline=seq_ranked"]).pipeline.stages  # what the served row ran (the report checks it)
-    out = {"ranker": ranker, "rows": {}, "paired": {},
-           "served_stages": {s: OmegaConf.to_container(served[s]) if served.get(s) is not None else None for s in DIVERSIFY}}
+    served = compose_serve(["pipeline=seq_ranked"]).pipeline.stages  # what the served row runs (the report checks it)
+    out = {"ranker": ranker, "rows": {}, "paired": {}, "served_stages": served_stages(served, DIVERSIFY)}
     per_user: dict[str, dict[str, list[dict]]] = {}
     models = {"seq two-tower": "two_tower_seq", "SASRec": "sasrec"}  # single models the pipeline is compared with
     for stage in ("valid", "test"):

@@ -229,6 +229,14 @@ def epoch_budget(settings: dict) -> str:
             "every other model as its experiment config says")
 
 
+def served_stages(stages, names) -> dict:
+    """The composed pipeline's ``stages`` node -> {name: the plain node, or None where switched off}: what a
+    served row ran, as ``served_differs`` reads it."""
+    from omegaconf import OmegaConf
+
+    return {s: OmegaConf.to_container(stages[s]) if stages.get(s) is not None else None for s in names}
+
+
 def served_differs(chosen: dict, served: dict | None, k: int = 10) -> list[str]:
     """Where the served row's stages (recorded by the pipeline step) differ from the sweep's choice, at the
     sweep's list length k (a relative size in the config resolves to the sweep's fixed value there)."""

@@ -58,11 +58,10 @@ def test_seq_ranked_composes_on_the_seq_two_tower_and_its_ranker():
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from reproduce_report import served_differs
+    from reproduce_report import served_differs, served_stages
 
     chosen = json.loads((ROOT / "experiments/ml100k/pipeline_strengths.json").read_text())["chosen"]
-    served = {s: OmegaConf.to_container(p.stages[s]) if p.stages.get(s) is not None else None for s in chosen}
-    assert served_differs(chosen, served, k=p.k) == []
+    assert served_differs(chosen, served_stages(p.stages, chosen), k=p.k) == []
     # the journey's training commands are the experiments that exist, seed 42 = the served runs' seed
     cmds = [shlex.split(c)[2:] for c in p.journey]
     assert [c[0] for c in cmds] == ["recsys.data.prepare", "recsys.train", "recsys.index", "recsys.train"]
