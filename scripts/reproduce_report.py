@@ -106,23 +106,40 @@ def paired_table(data: dict) -> list[str]:
     return lines
 
 
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
 def targets(data: dict) -> list[str]:
+    """The issue's three accuracy targets, each with its figure and a met / NOT met verdict.
+
+    The ratio is printed to 3 decimals: at 2, a 1.098 x SASRec reads as the 1.10 it misses.
+    """
     train, pipe = data.get("train", {}), data.get("pipeline", {})
-    rows = list((pipe.get("rows") or {}).values())
+    rows = list((pipe.get("rows") or {}).items())
     singles = [(statistics.mean(r["test/ndcg@10"] for r in train[k].values()), n) for k, n in MODEL_ROWS if train.get(k)]
     if not rows or not singles:
         return ["Targets: not measured (the `pipeline` step has not run)."]
-    best = max(statistics.mean(r["test/ndcg@10"] for r in runs.values()) for runs in rows)
-    served = statistics.mean(r["test/ndcg@10"] for r in rows[-1].values())
-    single = max(singles)
-    out = f"- served pipeline test NDCG@10 {served:.4f}; best pipeline row {best:.4f}: "
+    means = {name: statistics.mean(r["test/ndcg@10"] for r in runs.values()) for name, runs in rows}
+    best_name = max(means, key=means.get)
+    best, served, single = means[best_name], means[rows[-1][0]], max(singles)
+    out = [f"- served pipeline test NDCG@10 {served:.4f}; best pipeline row ({best_name}) {best:.4f}."]
     if train.get("sasrec"):
         sas = statistics.mean(r["test/ndcg@10"] for r in train["sasrec"].values())
-        out += f"{best / sas:.2f} x SASRec ({sas:.4f}; target >= 1.10), "
+        out.append(f"- best pipeline vs SASRec: {best / sas:.3f} x ({sas:.4f}; target >= 1.10): {verdict(best / sas >= 1.10)}.")
     else:
-        out += "SASRec not trained in this reproduction (target >= 1.10 x SASRec not checked here), "
-    return [out + f"{100 * (best / single[0] - 1):+.1f}% over the best single model of this table ({single[1]}, "
-            f"{single[0]:.4f}; target >= +5%)."]
+        out.append("- best pipeline vs SASRec: SASRec not trained in this reproduction (target >= 1.10 x not checked here).")
+    gain = best / single[0] - 1
+    out.append(f"- best pipeline vs the best single model of this table ({single[1]}, {single[0]:.4f}): {100 * gain:+.1f}% "
+               f"(target >= +5%): {verdict(gain >= 0.05)}.")
+    ranked = next((name for name, _ in rows if name.endswith(f" + {RANKER_LABEL.get(pipe.get('ranker'), '')}")), None)
+    pair = next((p for k, p in (pipe.get("paired") or {}).items() if ranked and k.startswith(f"{ranked} vs ")), None)
+    if pair and "test" in pair:
+        t, seeds = pair["test"], pair.get("test_per_seed", [])
+        ok = t["rel_gain"] >= 0.05 and t["wilcoxon_p"] < 0.05 and bool(seeds) and all(s["delta"] > 0 for s in seeds)
+        out.append(f"- the ranker over its input: {100 * t['rel_gain']:+.1f}%, Wilcoxon p = {t['wilcoxon_p']:.3f}, per-seed signs "
+                   f"{signs(seeds)} (target >= +5%, p < 0.05, + on every seed): {verdict(ok)}.")
+    return out
 
 
 def plot_stages(data: dict, path: Path) -> bool:

@@ -170,3 +170,24 @@ def test_jobs_run_side_by_side_and_a_failure_cancels_what_has_not_started():
     done = []
     in_parallel(SimpleNamespace(jobs=1), [(i,) for i in range(3)], done.append)
     assert done == [0, 1, 2]  # --jobs 1: in order, one after another
+
+
+def test_targets_give_a_verdict_and_a_ratio_that_does_not_round_up(tmp_path):
+    """1.098 x SASRec is printed as 1.098 and NOT met (at 2 decimals it read 1.10 against a 1.10 target); the
+    ranker target needs +5%, p < 0.05 and a + on every seed."""
+    rows = pipeline_rows("seq_dlrm")
+    const = lambda v: {str(s): {"val/ndcg@10": v, "test/ndcg@10": v, "train/time_s": 1.0} for s in range(3)}  # noqa: E731
+    per_seed = [{"delta": 0.01}, {"delta": 0.02}, {"delta": 0.005}]
+    ranked = {"test": {"delta": 0.011, "rel_gain": 0.096, "wilcoxon_p": 0.045, "users_better": 9, "users_worse": 5},
+              "test_per_seed": per_seed}
+    record = {"settings": {"seeds": [0, 1, 2], "command": "python scripts/reproduce_ml100k.py"},
+              "train": {"sasrec": const(0.1148), "two_tower_seq": const(0.1138)}, "rank": {"seq_dlrm": const(0.1261)},
+              "pipeline": {"ranker": "seq_dlrm", "rows": {rows[0][0]: const(0.1150), rows[1][0]: const(0.1261)},
+                           "paired": {f"{rows[1][0]} vs {rows[1][1]}": ranked}},
+              "steps": {"train": 1.0}, "total_s": 1.0, "hardware": {"cpu": "x", "cores": 2}}
+    text = write_report(record, tmp_path).read_text()
+    assert "1.098 x (0.1148; target >= 1.10): **NOT met**" in text
+    assert "(SASRec, 0.1148): +9.8% (target >= +5%): met" in text
+    assert "+9.6%, Wilcoxon p = 0.045, per-seed signs +++ (target >= +5%, p < 0.05, + on every seed): met" in text
+    per_seed[2]["delta"] = -0.001  # one seed against: not met, whatever p says
+    assert "per-seed signs ++- (target >= +5%, p < 0.05, + on every seed): **NOT met**" in write_report(record, tmp_path).read_text()
