@@ -311,12 +311,13 @@ def write_report(data: dict, out: Path) -> Path:
     if strengths:
         seeds = strengths.get("seeds", [strengths.get("seed")])  # a single-seed record of an earlier sweep: "seed"
         quick = s.get("quick")
+        differ = [] if quick else served_differs(strengths["chosen"], (data.get("pipeline") or {}).get("served_stages"))
         lines += [f"Validation sweep, mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: "
                   "[pipeline_strengths.md](pipeline_strengths.md) (![NDCG@10 vs coverage/ILD](pipeline_strengths.png)); "
                   + ("its choice (a --quick smoke sweep on 20 users: not compared with the served config):" if quick else
+                     "its choice (not what the served row ran, below):" if differ else
                      "its choice, which configs/pipeline/seq_ranked.yaml serves:"), ""]
         lines += [f"- `{k}`: {c['key']}={c['value']}" if c["value"] is not None else f"- `{k}`: off" for k, c in strengths["chosen"].items()]
-        differ = [] if quick else served_differs(strengths["chosen"], (data.get("pipeline") or {}).get("served_stages"))
         if differ:
             lines += ["", "**The served row did not run the sweep's choice:** " + "; ".join(differ) +
                       ". Copy the choice into configs/pipeline/seq_ranked.yaml and rerun `--steps pipeline report`."]

@@ -114,10 +114,12 @@ def test_report_flags_a_served_config_that_is_not_the_sweeps_choice(tmp_path):
               "pipeline": {"ranker": "seq_dlrm", "rows": {}, "paired": {}, "served_stages": served}}
     text = write_report(record, tmp_path).read_text()
     assert "mean over seeds 0, 1, 2" in text and "did not run the sweep's choice" not in text
+    assert "its choice, which configs/pipeline/seq_ranked.yaml serves:" in text
     record["pipeline"]["served_stages"] = {**served, "exploration": None, "mmr": {"lambda_": 0.5}}
     text = write_report(record, tmp_path).read_text()
     assert "**The served row did not run the sweep's choice:** `mmr` chose lambda_=0.7, the served config ran 0.5; " \
            "`exploration` chose n_slots=1, the served config ran off." in text
+    assert "its choice (not what the served row ran, below):" in text and "seq_ranked.yaml serves:" not in text
     record["settings"]["quick"] = True  # a 20-user smoke sweep is never held against the served config
     text = write_report(record, tmp_path).read_text()
     assert "a --quick smoke sweep on 20 users" in text and "did not run the sweep's choice" not in text
