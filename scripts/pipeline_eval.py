@@ -73,15 +73,11 @@ def model_per_user(run_dir, dataset_dir, stage: str) -> dict[int, float]:
 
 
 def paired(new: dict, base: dict) -> dict:
-    """Paired comparison over the users both rows scored: mean delta, relative gain, Wilcoxon p."""
-    from scipy import stats
+    """recsys.eval.paired.paired_test over the users both rows scored (user_idx -> value dicts)."""
+    from recsys.eval.paired import paired_test
 
     users = sorted(set(new) & set(base))
-    x, y = np.array([new[u] for u in users]), np.array([base[u] for u in users])
-    d = x - y
-    p = float(stats.wilcoxon(x, y).pvalue) if np.any(d != 0) else 1.0
-    return {"n_users": len(users), "delta": float(d.mean()), "rel_gain": float(d.mean() / max(y.mean(), 1e-12)),
-            "wilcoxon_p": p, "users_better": int((d > 0).sum()), "users_worse": int((d < 0).sum())}
+    return paired_test([new[u] for u in users], [base[u] for u in users])
 
 
 def mean_per_user(per_seed: list[dict]) -> dict[int, float]:

@@ -78,21 +78,13 @@ def served_lists(model, stages: dict, split, stage: str, k: int):
     return users, targets, lists
 
 
-def per_user_ndcg(lists, targets, k: int = 10):
-    import numpy as np
-
-    hit = lists[:, :k] == targets[:, None]
-    pos = np.where(hit.any(1), hit.argmax(1), -1)
-    return np.where(pos >= 0, 1.0 / np.log2(np.maximum(pos, 0) + 2.0), 0.0)
-
-
 def paired(ranker, base) -> dict:
+    """recsys.eval.paired.paired_test, plus the paired t-test's p (``t_p``) this sweep's table shows beside it."""
     from scipy import stats
 
-    d = ranker - base
-    return {"delta": float(d.mean()), "rel_gain": float(d.mean() / max(base.mean(), 1e-12)),
-            "t_p": float(stats.ttest_rel(ranker, base).pvalue), "wilcoxon_p": float(stats.wilcoxon(ranker, base).pvalue),
-            "users_better": int((d > 0).sum()), "users_worse": int((d < 0).sum())}
+    from recsys.eval.paired import paired_test
+
+    return {**paired_test(ranker, base), "t_p": float(stats.ttest_rel(ranker, base).pvalue)}
 
 
 def run_seed(seed: int, variants, stages_to_read, extra: list[str], work: Path) -> dict:
@@ -101,6 +93,7 @@ def run_seed(seed: int, variants, stages_to_read, extra: list[str], work: Path) 
     from recsys.core.inject import instantiate_with
     from recsys.data.io import load_dataset, load_split
     from recsys.eval.evaluator import Evaluator
+    from recsys.eval.paired import per_user_ndcg
 
     ev = Evaluator(ks=KS, progress=False)
     res: dict = {"variants": {}}
@@ -143,6 +136,8 @@ def run_seed(seed: int, variants, stages_to_read, extra: list[str], work: Path) 
 def table(results: dict, names: list[str], stage: str) -> list[str]:
     import numpy as np
 
+    from recsys.eval.paired import gain_text
+
     p = "val" if stage == "valid" else stage
     seeds = sorted(results, key=int)
 
@@ -160,7 +155,9 @@ def table(results: dict, names: list[str], stage: str) -> list[str]:
         cols = [cell([m[f"{p}/{c}"] for m in ms]) for c in ("ndcg@10", "recall@10", "mrr@10", "ndcg@20")]
         pt = [m.get(f"{stage}/paired") for m in ms]
         if pt[0]:
-            gain = f"{100 * np.mean([x['rel_gain'] for x in pt]):+.1f}% (" + ", ".join(f"{100 * x['rel_gain']:+.1f}" for x in pt) + ")"
+            rels = [x["rel_gain"] for x in pt]
+            gain = (f"{gain_text(float(np.mean(rels)))} (" + ", ".join(gain_text(r) for r in rels) + ")"
+                    if None not in rels else ", ".join(gain_text(r) for r in rels))
             tp = ", ".join(f"{x['t_p']:.1e}" for x in pt)
             wp = ", ".join(f"{x['wilcoxon_p']:.1e}" for x in pt)
         else:

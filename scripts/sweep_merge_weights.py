@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from pipeline_eval import DIVERSIFY, FILTERS, off, paired, per_user_ndcg, runs_for  # noqa: E402
 
+from recsys.eval.paired import gain_text  # noqa: E402
+
 DEPTHS = (50, 100, 200)
 TOWER = "two_tower"
 OTHERS = ("item2item", "content", "popularity")
@@ -220,7 +222,7 @@ def write_md(r: dict, path: Path) -> None:
     for name in order:
         m, v = res[name], res[name]["vs_current"]
         tag = " **(current)**" if name == cur else " **(chosen)**" if name == r["chosen"] else ""
-        delta = f"{v['rel_gain']:+.1%} | {v['wilcoxon_p']:.2g}" if v else "- | -"
+        delta = f"{gain_text(v['rel_gain'])} | {v['wilcoxon_p']:.2g}" if v else "- | -"
         lines.append(f"| `{name}`{tag} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + f" | {delta} |")
     c = res[r["chosen"]]
     lines += ["", "Rule: the highest validation NDCG@10 among the settings whose Recall@200 is at least the current "

@@ -24,8 +24,9 @@ def per_user_ndcg(lists: np.ndarray, targets: np.ndarray, k: int = 10) -> np.nda
 def paired_test(new: np.ndarray, base: np.ndarray) -> dict:
     """Wilcoxon signed-rank of per-user ``new`` against ``base`` (same users, same order).
 
-    -> ``delta`` (mean difference), ``rel_gain``, ``wilcoxon_p`` (1.0 when every user ties: nothing
-    moved, so no evidence of a change), ``users_better`` / ``users_worse``.
+    -> ``delta`` (mean difference), ``rel_gain`` (``delta`` over the input's mean; None when the input
+    scores 0 for every user: there is nothing to be relative to), ``wilcoxon_p`` (1.0 when every user ties:
+    nothing moved, so no evidence of a change), ``users_better`` / ``users_worse``, ``n_users``.
     """
     from scipy import stats
 
@@ -34,5 +35,11 @@ def paired_test(new: np.ndarray, base: np.ndarray) -> dict:
         raise ValueError(f"paired values must align per user: {new.shape} vs {base.shape}")
     d = new - base
     p = float(stats.wilcoxon(new, base).pvalue) if np.any(d != 0) else 1.0
-    return {"delta": float(d.mean()), "rel_gain": float(d.mean() / max(base.mean(), 1e-12)), "wilcoxon_p": p,
+    rel = float(d.mean() / base.mean()) if base.mean() > 0 else None
+    return {"delta": float(d.mean()), "rel_gain": rel, "wilcoxon_p": p,
             "users_better": int((d > 0).sum()), "users_worse": int((d < 0).sum()), "n_users": int(len(d))}
+
+
+def gain_text(rel_gain: float | None, digits: int = 1) -> str:
+    """A relative gain as reports print it: ``+9.1%``, or ``n/a (input 0)`` where the input scored 0."""
+    return "n/a (input 0)" if rel_gain is None else f"{100 * rel_gain:+.{digits}f}%"
