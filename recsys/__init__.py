@@ -12,22 +12,27 @@ service and feedback store). Entry points: ``recsys.train``,
 __version__ = "0.1.0"
 
 
-def _drop_is_fx_tracing_notice() -> None:
-    """Drop torch's one-line ``is_fx_tracing`` notice, and only that line.
+# Library notices that are for their callers' authors, not for a user of this project: (logger, the
+# message's exact start). Each sat in every training log; a filter on the exact message (not a level on
+# the logger) keeps everything else those loggers say visible. tests/test_package_logging.py checks that
+# each library still words its notice so (a reworded one would show again, and the entry would be stale).
+NOTICES = (
+    # torchrec's KeyedJaggedTensor calls torch.fx.is_fx_tracing() on every forward; torch 2.13 answers once
+    # per process that the caller should use is_fx_tracing_symbolic_tracing
+    ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+    # fbgemm_gpu logs each of its 14 shared libraries on the root logger when torchrec first imports it
+    ("root", "Successfully loaded: 'fbgemm_gpu"),
+    # Lightning advertises its cloud logger on every Trainer
+    ("pytorch_lightning.utilities.rank_zero", "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging"),
+)
 
-    torchrec's KeyedJaggedTensor code calls ``torch.fx.is_fx_tracing()`` on
-    every forward; torch 2.13 answers with a once-per-process warning meant
-    for the caller's authors (use ``is_fx_tracing_symbolic_tracing``), not for
-    a user of this project, and it landed in the middle of every training log.
-    A filter on that exact message (not a level on the logger) keeps every
-    other warning of ``torch.fx._symbolic_trace`` visible.
-    """
+
+def _drop_library_notices() -> None:
     import logging
 
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("is_fx_tracing will return true")
+    for name, start in NOTICES:
+        logging.getLogger(None if name == "root" else name).addFilter(
+            lambda record, start=start: not str(record.msg).startswith(start))
 
-    logging.getLogger("torch.fx._symbolic_trace").addFilter(keep)
 
-
-_drop_is_fx_tracing_notice()
+_drop_library_notices()
