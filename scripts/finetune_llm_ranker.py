@@ -12,7 +12,7 @@
    valid, consumed items masked, top-20 re-ranked with verbalizer scores):
    input order vs zero-shot LLM vs fine-tuned LLM (adapter re-loaded from disk).
 
-    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --train-only     # the report's adapter (~40 min)
+    OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py --train-only     # the report's adapter (~36 min)
     OMP_NUM_THREADS=1 python scripts/finetune_llm_ranker.py                      # + the LlamaRec evaluation (500 users)
     python scripts/finetune_llm_ranker.py --config finetune_gpu --threads 8     # GPU box
 

@@ -24,10 +24,11 @@ single-threaded (``OMP_NUM_THREADS=1``), longest first. Steps (each timed; ``<ou
 6. ``pipeline``  -- the served pipeline stage by stage, validation and test, every seed:
                     seq two-tower -> "+ merged sources" -> "+ <ranker>" -> "+ filters, MMR, cap[, exploration]"
                     (``configs/pipeline/seq_ranked.yaml`` as served: the stages it switches on), per-user NDCG@10 for paired tests;
-7. ``report``    -- ``experiments/ml100k/README.md`` + plots (``scripts/reproduce_report.py``).
+7. ``report``    -- ``<out>/README.md`` + plots (``scripts/reproduce_report.py``; default --out: experiments/ml100k).
 
 The LLM rows (the LLM re-rank of the served pipeline's top 20, zero-shot and LoRA, blend chosen on
-validation) are not run by this script (~8 min of SmolLM2 on one CPU thread per 150 users and model): the report shows
+validation) are not run by this script (~8 min of SmolLM2 on one CPU thread for 150 users, zero-shot and
+fine-tuned together, after ~36 min training the adapter): the report shows
 ``<out>/llm_pipeline_seq_ranked.json`` when ``scripts/eval_llm_pipeline.py --pipeline seq_ranked`` wrote
 it, else the command (``reproduce_report.LLM_CMD``).
 """
@@ -52,7 +53,7 @@ PY = sys.executable
 STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
 MODELS = ["pop", "itemknn", "bpr", "sasrec", "two_tower", "two_tower_seq"]
 RANKERS = ["seq_dlrm", "seq_dcn"]
-# the default run (40 min on 2 cores): reproduce_report.DEFAULT_MODELS and the ranker validation chose.
+# the default run (~37 min on 2 cores; 41 on an AVX2 EPYC): reproduce_report.DEFAULT_MODELS and the ranker validation chose.
 # BPR-MF and the bag two-tower (~+12 min) and DCN-v2 (~+10 min; lost to DLRM on validation) are one flag away
 DEFAULT_RANKERS = ["seq_dlrm"]
 # longest first, so that --jobs 2 keeps both cores busy to the end of a step
