@@ -125,8 +125,10 @@ def targets(data: dict) -> list[str]:
     singles = [(mean(train[k], "val/ndcg@10"), mean(train[k], "test/ndcg@10"), n) for k, n in MODEL_ROWS if train.get(k)]
     if not rows or not singles:
         return ["Targets: not measured (the `pipeline` step has not run)."]
-    best_val, best, best_name = max((mean(runs, "val/ndcg@10"), mean(runs, "test/ndcg@10"), name) for name, runs in rows)
-    served, single = mean(rows[-1][1], "test/ndcg@10"), max(singles)
+    # on validation alone (a tie goes to the earlier, simpler row, never to the better test score)
+    best_val, best, best_name = max(((mean(runs, "val/ndcg@10"), mean(runs, "test/ndcg@10"), name) for name, runs in rows),
+                                    key=lambda r: r[0])
+    served, single = mean(rows[-1][1], "test/ndcg@10"), max(singles, key=lambda r: r[0])
     out = [f"- served pipeline test NDCG@10 {served:.4f}; best pipeline row on validation ({best_name}, val "
            f"{best_val:.4f}) {best:.4f} on test."]
     if train.get("sasrec"):
