@@ -217,7 +217,11 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
 
 
 def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
-    """Every row on validation and test for every seed: metrics + per-user NDCG@10 (for the paired tests)."""
+    """Every row on validation and test for every seed: metrics + per-user NDCG@10 (for the paired tests).
+
+    It runs in this process; each row's line goes to the console and to ``<logs>/pipeline.log`` (the other
+    steps' subprocesses write their own logs there).
+    """
     from pipeline_eval import DIVERSIFY, evaluate_lists, mean_per_user, model_per_user, paired, runs_for
     from reproduce_report import served_stages
 
@@ -229,30 +233,34 @@ def step_pipeline(a, rec: Recorder, dataset_dir: Path) -> None:
     served = compose_serve(["pipeline=seq_ranked"]).pipeline.stages  # what the served row runs (the report checks it)
     out = {"ranker": ranker, "rows": {}, "paired": {}, "served_stages": served_stages(served, DIVERSIFY)}
     per_user: dict[str, dict[str, list[dict]]] = {}
-    models = {"seq two-tower": "two_tower_seq", "SASRec": "sasrec"}  # single models the pipeline is compared with
-    for stage in ("valid", "test"):
-        prefix = "val" if stage == "valid" else "test"
-        for seed in a.seeds:
-            for name, model in models.items():  # the model alone over the full catalogue (its run's own protocol)
-                if run_dir(a, model, seed).exists():  # a partial reproduction (--steps) may not have trained it
-                    per_user.setdefault(name, {}).setdefault(stage, []).append(
-                        model_per_user(run_dir(a, model, seed), dataset_dir, stage))
-            for name, _, ovr in rows:
-                runs = runs_for(seed, ranker if "pipeline=seq_ranked" in ovr else None, str(a.runs), a.dataset)
-                r = evaluate_lists([f"dataset_dir={dataset_dir}", "llm=none", *ovr, *runs], stage, users)
-                out["rows"].setdefault(name, {}).setdefault(str(seed), {}).update(r["metrics"])
-                per_user.setdefault(name, {}).setdefault(stage, []).append(r["per_user"])
-                print(f"{name} seed {seed} {stage}: ndcg@10 {r['metrics'][prefix + '/ndcg@10']:.4f}", flush=True)
-            rec.data["pipeline"] = out
-            rec.save()
-    # each stage against its input; the ranked and the served pipeline against the single models (users' means over seeds)
-    pairs = [(name, inp) for name, inp, _ in rows] + [(rows[i][0], m) for m in models for i in (-2, -1)]
-    for stage in ("valid", "test"):
-        for new, base in [(n, b) for n, b in pairs if len(per_user.get(b, {}).get(stage, [])) == len(a.seeds)]:
-            key = f"{new} vs {base}"
-            out["paired"].setdefault(key, {})[stage] = paired(mean_per_user(per_user[new][stage]),
-                                                              mean_per_user(per_user[base][stage]))
-            out["paired"][key][f"{stage}_per_seed"] = [paired(n, b) for n, b in zip(per_user[new][stage], per_user[base][stage])]
+    with open(a.logs / "pipeline.log", "w") as log:
+        models = {"seq two-tower": "two_tower_seq", "SASRec": "sasrec"}  # single models the pipeline is compared with
+        for stage in ("valid", "test"):
+            prefix = "val" if stage == "valid" else "test"
+            for seed in a.seeds:
+                for name, model in models.items():  # the model alone over the full catalogue (its run's own protocol)
+                    if run_dir(a, model, seed).exists():  # a partial reproduction (--steps) may not have trained it
+                        per_user.setdefault(name, {}).setdefault(stage, []).append(
+                            model_per_user(run_dir(a, model, seed), dataset_dir, stage))
+                for name, _, ovr in rows:
+                    runs = runs_for(seed, ranker if "pipeline=seq_ranked" in ovr else None, str(a.runs), a.dataset)
+                    r = evaluate_lists([f"dataset_dir={dataset_dir}", "llm=none", *ovr, *runs], stage, users)
+                    out["rows"].setdefault(name, {}).setdefault(str(seed), {}).update(r["metrics"])
+                    per_user.setdefault(name, {}).setdefault(stage, []).append(r["per_user"])
+                    line = f"{name} seed {seed} {stage}: ndcg@10 {r['metrics'][prefix + '/ndcg@10']:.4f}"
+                    print(line, flush=True)
+                    print(line, file=log, flush=True)
+                rec.data["pipeline"] = out
+                rec.save()
+        # each stage against its input; the ranked and the served pipeline against the single models (users' means over seeds)
+        pairs = [(name, inp) for name, inp, _ in rows] + [(rows[i][0], m) for m in models for i in (-2, -1)]
+        for stage in ("valid", "test"):
+            for new, base in [(n, b) for n, b in pairs if len(per_user.get(b, {}).get(stage, [])) == len(a.seeds)]:
+                key = f"{new} vs {base}"
+                out["paired"].setdefault(key, {})[stage] = paired(mean_per_user(per_user[new][stage]),
+                                                                  mean_per_user(per_user[base][stage]))
+                out["paired"][key][f"{stage}_per_seed"] = [paired(n, b) for n, b in zip(per_user[new][stage], per_user[base][stage])]
+                print(f"{key} {stage}: {out['paired'][key][stage]}", file=log, flush=True)
     rec.data["pipeline"] = out
     rec.save()
 

@@ -46,6 +46,10 @@ def test_quick_reproduction_end_to_end(tmp_path, ml100k_data_root):
     record = json.loads((tmp_path / "out" / "reproduce.json").read_text())
     # --quick runs stay under --out: never the stable names of the real runs
     assert (tmp_path / "out" / "work" / "outputs" / "train" / "ml100k-seq_dlrm-seed0" / "model" / "ranker.json").exists()
+    # every step leaves a log, the in-process pipeline step too (each row's line and each paired test)
+    logs = tmp_path / "out" / "work" / "outputs" / "reproduce_ml100k" / "logs"
+    pipeline_log = (logs / "pipeline.log").read_text()
+    assert "seq two-tower + merged sources seed 0 test: ndcg@10 " in pipeline_log and " vs seq two-tower test: " in pipeline_log
     for key, name in MODEL_ROWS:
         cells = _table_row(readme, name)
         if key in DEFAULT_MODELS:
