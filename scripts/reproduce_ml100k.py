@@ -47,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from reproduce_report import DEFAULT_MODELS  # noqa: E402  (the report owns the rows)
+from reproduce_report import DEFAULT_MODELS, RANKER_LABEL  # noqa: E402  (the report owns the rows and their names)
 
 PY = sys.executable
 STEPS = ["prepare", "train", "index", "rank", "strengths", "pipeline", "report"]
@@ -202,7 +202,7 @@ def pipeline_rows(ranker: str) -> list[tuple[str, str | None, list[str]]]:
 
     from recsys.pipeline.build import compose_serve
 
-    label = {"seq_dlrm": "DLRM", "seq_dcn": "DCN-v2"}.get(ranker, ranker)
+    label = RANKER_LABEL.get(ranker, ranker)
     merged = "seq two-tower + merged sources"
     ranked = f"{merged} + {label}"
     # the served stages' name from seq_ranked.yaml itself (its strengths are chosen on validation, exploration too)
